@@ -1,0 +1,12 @@
+"""attendance-kit: a Supabase-style realtime attendance schema on real PostgreSQL, driven from Jupyter."""
+
+from .connection import as_user, connect, database_url, require_logical_decoding, sqlalchemy_url
+from .demo import load_demo_data, personas
+from .errors import KitError
+from .migrations import migrate
+from .server import Cluster
+
+__all__ = [
+    "Cluster", "KitError", "as_user", "connect", "database_url", "load_demo_data", "migrate", "personas",
+    "require_logical_decoding", "sqlalchemy_url",
+]

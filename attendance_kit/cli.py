@@ -1,0 +1,107 @@
+"""The `attendance-kit` command: a thin layer over the functions the notebooks call."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from . import demo, migrations
+from .connection import URL_VARIABLE, connect
+from .errors import KitError
+from .server import PROJECT_DIR, Cluster
+
+NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr, so stdout carries only results (e.g. the URL, for `$(...)`)."""
+    print(message, file=sys.stderr)
+
+
+def migrate_and_seed(url: str | None, demo_data: bool) -> None:
+    with connect(url) as conn:
+        applied = migrations.migrate(conn)
+        say(f"applied {', '.join(applied)}" if applied else "migrations: nothing to apply")
+        if demo_data:
+            demo.load_demo_data(conn)
+            say("demo data loaded (personas: see README)")
+        level = conn.execute("select current_setting('wal_level')").fetchone()[0]
+        if level != "logical":
+            say(f"note: wal_level is {level!r}; the realtime steps need 'logical' "
+                "(ALTER SYSTEM SET wal_level = logical, then restart the server)")
+
+
+def db_up(args: argparse.Namespace) -> None:
+    url = Cluster().up(port=args.port)
+    migrate_and_seed(url, demo_data=True)
+    print(url)
+
+
+def db_down(args: argparse.Namespace) -> None:
+    say("stopped" if Cluster().down() else "not running")
+
+
+def db_url(args: argparse.Namespace) -> None:
+    cluster = Cluster()
+    if cluster.running_pid() is None:
+        raise KitError("the kit's cluster is not running: start it with `attendance-kit db up`")
+    print(cluster.url)
+
+
+def migrate(args: argparse.Namespace) -> None:
+    migrate_and_seed(args.database_url, demo_data=args.demo_data)
+
+
+def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
+    url = args.database_url or Cluster().up(port=args.port)
+    migrate_and_seed(url, demo_data=True)
+    env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})
+    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={NOTEBOOKS_DIR}", *jupyter_args]
+    os.execvpe(command[0], command, env)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="attendance-kit", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the embedded PostgreSQL cluster of this project")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    up = db_commands.add_parser("up", help="start (or reuse) the cluster, migrate, load demo data; print its URL")
+    up.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the cluster's, first a free one)")
+    up.set_defaults(run=db_up)
+    db_commands.add_parser("down", help="stop the cluster (data is kept)").set_defaults(run=db_down)
+    db_commands.add_parser("url", help="print the running cluster's URL").set_defaults(run=db_url)
+
+    mig = commands.add_parser("migrate", help="apply sql/ migrations to a database")
+    mig.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
+    mig.add_argument("--demo-data", action="store_true", help="also load the personas (sql/seed.sql)")
+    mig.set_defaults(run=migrate)
+
+    jl = commands.add_parser("lab", help="database up, then JupyterLab on notebooks/ (extra args go to jupyter)")
+    jl.add_argument("--database-url", help="use this database instead of the embedded cluster")
+    jl.add_argument("--port", type=int, help="port for the embedded cluster")
+    jl.set_defaults(run=lab)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.run is not lab:
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.run is lab:
+            lab(args, extra)
+        else:
+            args.run(args)
+    except KitError as error:
+        print(f"attendance-kit: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

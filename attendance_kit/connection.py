@@ -1,0 +1,136 @@
+"""Connections, and `as_user`: run statements as a persona the way Supabase's API does.
+
+Supabase's API (PostgREST) runs each request in a transaction that switches to the JWT's role with
+`SET LOCAL ROLE` and exposes the claims as the `request.jwt.claims` setting, which `auth.uid()`,
+`auth.role()` and `auth.jwt()` read. `as_user` does exactly that on a psycopg connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .errors import KitError
+
+URL_VARIABLE = "ATTENDANCE_KIT_DATABASE_URL"
+MINIMUM_SERVER_VERSION = 150000
+API_ROLES = ("anon", "authenticated", "service_role")
+
+
+def database_url(url: str | None = None) -> str:
+    """The database to use: `url`, else $ATTENDANCE_KIT_DATABASE_URL, else the embedded cluster (started)."""
+    if url:
+        return url
+    if os.environ.get(URL_VARIABLE):
+        return os.environ[URL_VARIABLE]
+    from .server import Cluster
+
+    return Cluster().up()
+
+
+def sqlalchemy_url(url: str | None = None) -> str:
+    """The same database as a SQLAlchemy URL for the `%sql` magic (psycopg 3 driver)."""
+    plain = database_url(url)
+    return "postgresql+psycopg://" + plain.split("://", 1)[1]
+
+
+def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection:
+    """An autocommit connection (transactions are explicit: `with conn.transaction()` or `as_user`)."""
+    target = database_url(url)
+    try:
+        conn = psycopg.connect(target, autocommit=True, **kwargs)
+    except psycopg.OperationalError as error:
+        raise KitError(f"cannot connect to {_redacted(target)}: {_one_line(error)} "
+                       f"(check the URL, e.g. postgresql://user:password@host:5432/dbname)") from None
+    except psycopg.ProgrammingError as error:
+        raise KitError(f"not a valid database URL {_redacted(target)!r}: {_one_line(error)} "
+                       "(expected postgresql://user:password@host:5432/dbname)") from None
+    check_server_version(conn)
+    return conn
+
+
+def check_server_version(conn: psycopg.Connection) -> None:
+    if conn.info.server_version < MINIMUM_SERVER_VERSION:
+        raise KitError(f"the server runs PostgreSQL {conn.info.server_version // 10000}; "
+                       "the kit needs PostgreSQL 15 or newer")
+
+
+def require_logical_decoding(conn: psycopg.Connection) -> None:
+    """The realtime steps read the publication through logical decoding, which needs wal_level=logical."""
+    level = conn.execute("select current_setting('wal_level')").fetchone()[0]
+    if level != "logical":
+        raise KitError(f"wal_level is {level!r} but realtime needs 'logical': run "
+                       "`ALTER SYSTEM SET wal_level = logical` as a superuser and restart the server")
+
+
+def supabase_claims(role: str, user_id: uuid.UUID | None = None, email: str | None = None) -> dict[str, Any]:
+    """JWT claims shaped like those Supabase Auth issues."""
+    if user_id is None:
+        return {"role": role, "iss": "supabase", "is_anonymous": role == "anon"}
+    return {
+        "sub": str(user_id), "role": role, "aud": "authenticated", "email": email or "",
+        "iss": "supabase", "aal": "aal1", "is_anonymous": False,
+        "app_metadata": {"provider": "email", "providers": ["email"]}, "user_metadata": {},
+    }
+
+
+def resolve_user(conn: psycopg.Connection, who: str | uuid.UUID) -> tuple[str, dict[str, Any]]:
+    """The role and claims for `who`: 'anon', 'service_role', a user's UUID, or a user's email."""
+    if isinstance(who, str) and who in ("anon", "service_role"):
+        return who, supabase_claims(who)
+    column = "email" if isinstance(who, str) and "@" in who else "id"
+    key = str(who)
+    if column == "id":
+        try:
+            key = str(uuid.UUID(key))
+        except ValueError:
+            raise KitError(f"{who!r} is not a user: give a UUID, an email, 'anon' or 'service_role'") from None
+    row = conn.execute(
+        sql.SQL("select id, email from auth.users where {} = %s").format(sql.Identifier(column)), [key]
+    ).fetchone()
+    if row is None:
+        raise KitError(f"no user with {column} {key} in auth.users (load the personas with "
+                       "`attendance-kit migrate --demo-data`)")
+    return "authenticated", supabase_claims("authenticated", row[0], row[1])
+
+
+@contextmanager
+def as_user(
+    conn: psycopg.Connection, who: str | uuid.UUID, *, rollback: bool = False
+) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+    """A transaction in which statements run as `who`, as Supabase's API would run them.
+
+    Yields a cursor returning dict rows. Commits at the end (like an API request) unless `rollback`
+    is true or the block raises. Needs a connection outside any transaction, since the role switch
+    lasts until the transaction ends.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise KitError("as_user needs a connection that is not inside a transaction")
+    role, claims = resolve_user(conn, who)
+    with conn.transaction(force_rollback=rollback), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        cur.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+        yield cur
+
+
+def _one_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

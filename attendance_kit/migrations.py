@@ -1,0 +1,92 @@
+"""Migrations: the ordered plain-SQL files in `sql/`, applied once each and recorded in a ledger.
+
+Each file runs in its own transaction and is recorded with its SHA-256; a file already applied is skipped,
+and one whose text changed since it was applied is refused, by name. The files hold plain SQL only, so
+`psql -f` or the Supabase CLI can run them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from .errors import KitError
+from .server import PROJECT_DIR
+
+SQL_DIR = PROJECT_DIR / "sql"
+MIGRATION_NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
+LEDGER_DDL = """
+create schema if not exists attendance_kit;
+create table if not exists attendance_kit.applied_migrations (
+    name text primary key,
+    checksum text not null,
+    applied_at timestamptz not null default now()
+);
+revoke all on schema attendance_kit from public;
+"""
+# One runner at a time per database: two concurrent `migrate` calls must not apply a file twice.
+LOCK_KEY = 4_736_001
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @classmethod
+    def from_file(cls, path: Path) -> Migration:
+        return cls(path.name, path.read_text(encoding="utf-8"))
+
+
+def migrations_in(directory: Path = SQL_DIR) -> list[Migration]:
+    """The migration files of `directory` (named NNN_words.sql), in order."""
+    return [Migration.from_file(p) for p in sorted(directory.glob("*.sql")) if MIGRATION_NAME.match(p.name)]
+
+
+def applied_checksums(conn: psycopg.Connection) -> dict[str, str]:
+    exists = conn.execute("select to_regclass('attendance_kit.applied_migrations') is not null").fetchone()[0]
+    if not exists:
+        return {}
+    return dict(conn.execute("select name, checksum from attendance_kit.applied_migrations").fetchall())
+
+
+def migrate(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply what is not applied yet, each file in its own transaction; return the names applied."""
+    migrations = migrations_in() if migrations is None else migrations
+    applied = []
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        conn.execute(LEDGER_DDL)
+    for migration in migrations:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            recorded = applied_checksums(conn).get(migration.name)
+            if recorded == migration.checksum:
+                continue
+            if recorded is not None:
+                raise KitError(f"sql/{migration.name} changed after it was applied (checksum {recorded[:12]} "
+                               f"is now {migration.checksum[:12]}): restore it and put the change in a new "
+                               "migration file")
+            execute_sql(conn, migration.name, migration.sql)
+            conn.execute("insert into attendance_kit.applied_migrations (name, checksum) values (%s, %s)",
+                         [migration.name, migration.checksum])
+        applied.append(migration.name)
+    return applied
+
+
+def execute_sql(conn: psycopg.Connection, name: str, text: str) -> None:
+    """Run a file's statements; a failure becomes a KitError naming the file."""
+    try:
+        # Without parameters psycopg sends the simple query protocol, so a file may hold many statements.
+        conn.execute(text)
+    except psycopg.Error as error:
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise KitError(f"sql/{name} failed: {detail}") from None

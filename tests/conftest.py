@@ -1,0 +1,127 @@
+"""Test set-up: one real PostgreSQL server for the run, a fresh database for each test or notebook.
+
+The server is a private embedded cluster, or the server at `--database-url` /
+$ATTENDANCE_KIT_TEST_DATABASE_URL (e.g. a PostgreSQL 15; needs a role that may create databases and roles).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from attendance_kit import connect, load_demo_data, migrate
+from attendance_kit.server import Cluster
+
+TEMPLATE = "kit_test_template"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--database-url", help="run the database tests on this server instead of an embedded one")
+
+
+class DatabaseServer:
+    """The run's PostgreSQL server; hands out fresh databases, empty or migrated with the demo data."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.scratch = Path(tempfile.mkdtemp(prefix="attendance-kit-tests-"))
+        # As root the server runs as `nobody`, which must be able to enter this directory.
+        self.scratch.chmod(0o755)
+        url = config.getoption("--database-url") or os.environ.get("ATTENDANCE_KIT_TEST_DATABASE_URL")
+        self.cluster = None if url else Cluster(self.scratch / "server")
+        self.url = url or self.cluster.up()
+        self._names = itertools.count(1)
+        self._template_ready = False
+
+    def url_for(self, dbname: str) -> str:
+        return psycopg.conninfo.make_conninfo(self.url, dbname=dbname)
+
+    def fresh_database(self, migrated: bool) -> str:
+        """Create a new database and return its URL."""
+        name = f"kit_test_{os.getpid()}_{next(self._names)}"
+        if migrated and not self._template_ready:
+            self._create(TEMPLATE, template="template0")
+            with connect(self.url_for(TEMPLATE)) as conn:
+                migrate(conn)
+                load_demo_data(conn)
+            self._template_ready = True
+        self._create(name, template=TEMPLATE if migrated else "template0")
+        return self.url_for(name)
+
+    def _create(self, name: str, template: str) -> None:
+        with connect(self.url) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template)))
+
+    def close(self) -> None:
+        with connect(self.url) as conn:
+            names = conn.execute("select datname from pg_database where datname like 'kit_test_%'").fetchall()
+            for (name,) in names:
+                conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        if self.cluster:
+            self.cluster.down()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_server: DatabaseServer | None = None
+
+
+def database_server(config: pytest.Config) -> DatabaseServer:
+    global _server
+    if _server is None:
+        _server = DatabaseServer(config)
+    return _server
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _server is not None:
+        _server.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a notebook's kernel starts (with its first cell), point it at a fresh, empty database."""
+    notebook = item.parent
+    if notebook.path.suffix == ".ipynb" and not getattr(notebook, "_kit_database", None):
+        notebook._kit_database = database_server(item.config).fresh_database(migrated=False)
+        os.environ["ATTENDANCE_KIT_DATABASE_URL"] = notebook._kit_database
+        os.environ["PLOOMBER_STATS_ENABLED"] = "false"
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest) -> DatabaseServer:
+    return database_server(request.config)
+
+
+@pytest.fixture
+def empty_db(server: DatabaseServer) -> str:
+    """URL of a fresh database with nothing applied."""
+    return server.fresh_database(migrated=False)
+
+
+@pytest.fixture
+def db_url(server: DatabaseServer) -> str:
+    """URL of a fresh database with every migration and the demo data."""
+    return server.fresh_database(migrated=True)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with connect(db_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def scratch_dir(server: DatabaseServer) -> Path:
+    """A directory the server account can enter, for clusters of a test's own."""
+    path = Path(tempfile.mkdtemp(dir=server.scratch))
+    path.chmod(0o755)
+    return path
