@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import sqlalchemy
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -36,10 +38,19 @@ def database_url(url: str | None = None) -> str:
     return Cluster().up()
 
 
-def sqlalchemy_url(url: str | None = None) -> str:
-    """The same database as a SQLAlchemy URL for the `%sql` magic (psycopg 3 driver)."""
-    plain = database_url(url)
-    return "postgresql+psycopg://" + plain.split("://", 1)[1]
+def url_with_database(url: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + dbname))
+
+
+def sql_engine(url: str | None = None) -> sqlalchemy.engine.Engine:
+    """A SQLAlchemy engine (psycopg 3 driver) on the same database, for the `%sql` magic: `%sql engine`."""
+    params = psycopg.conninfo.conninfo_to_dict(database_url(url))
+    return sqlalchemy.create_engine(sqlalchemy.engine.URL.create(
+        "postgresql+psycopg", username=params.pop("user", None), password=params.pop("password", None),
+        host=params.pop("host", None), port=params.pop("port", None), database=params.pop("dbname", None),
+        query={key: str(value) for key, value in params.items()},
+    ))
 
 
 def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection:

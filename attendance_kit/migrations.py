@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from IPython.display import Markdown
 
 from .errors import KitError
 from .server import PROJECT_DIR
@@ -51,6 +52,19 @@ def migrations_in(directory: Path = SQL_DIR) -> list[Migration]:
     return [Migration.from_file(p) for p in sorted(directory.glob("*.sql")) if MIGRATION_NAME.match(p.name)]
 
 
+def migration_status(conn: psycopg.Connection) -> list[dict[str, str]]:
+    """Each migration file and whether this database has it applied."""
+    applied = applied_checksums(conn)
+    return [{"migration": m.name, "status": "applied" if m.name in applied else "pending"}
+            for m in migrations_in()]
+
+
+def show_sql(name: str) -> Markdown:
+    """A migration file (or sql/seed.sql) for display in a notebook, exactly as it is on disk."""
+    text = (SQL_DIR / name).read_text(encoding="utf-8")
+    return Markdown(f"**`sql/{name}`**\n\n```sql\n{text.rstrip()}\n```")
+
+
 def applied_checksums(conn: psycopg.Connection) -> dict[str, str]:
     exists = conn.execute("select to_regclass('attendance_kit.applied_migrations') is not null").fetchone()[0]
     if not exists:
@@ -58,9 +72,19 @@ def applied_checksums(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("select name, checksum from attendance_kit.applied_migrations").fetchall())
 
 
-def migrate(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply what is not applied yet, each file in its own transaction; return the names applied."""
+def migrate(
+    conn: psycopg.Connection, migrations: list[Migration] | None = None, through: str | None = None
+) -> list[str]:
+    """Apply what is not applied yet, each file in its own transaction; return the names applied.
+
+    `through` stops after that file, so a notebook can bring a fresh database up to its own step.
+    """
     migrations = migrations_in() if migrations is None else migrations
+    if through is not None:
+        names = [m.name for m in migrations]
+        if through not in names:
+            raise KitError(f"no migration named {through}: the files are {', '.join(names)}")
+        migrations = migrations[: names.index(through) + 1]
     applied = []
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", [LOCK_KEY])

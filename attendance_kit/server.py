@@ -197,7 +197,7 @@ class Cluster:
     """One private PostgreSQL cluster: `<state_dir>/pgdata`, its password beside it, on 127.0.0.1."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.state_dir = (Path(state_dir) if state_dir else default_state_dir()).absolute()
         self.data_dir = self.state_dir / "pgdata"
         self.password_file = self.state_dir / "password"
         self.account = Account.for_current_user()
@@ -223,7 +223,8 @@ class Cluster:
 
     def major_version(self) -> int:
         out = self.account.run([str(self.bin_dir / "postgres"), "--version"], check=True).stdout
-        return int(re.search(r"(\d+)(?:\.\d+)?", out.split(")")[-1]).group(1))
+        # e.g. "postgres (PostgreSQL) 18.6" or "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        return int(re.search(r"\(PostgreSQL\) (\d+)", out).group(1))
 
     def running_pid(self) -> int | None:
         """The postmaster's pid if this cluster's server is alive, None if it is stopped."""
@@ -232,7 +233,7 @@ class Cluster:
             pid = int(pid_file.read_text().split("\n", 1)[0])
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _is_postgres_process(pid) else None
+        return pid if _is_postmaster_of(pid, self.data_dir) else None
 
     def up(self, port: int | None = None) -> str:
         """Start the cluster (creating it on first use) or reuse the running one; return its URL.
@@ -341,7 +342,8 @@ class Cluster:
         return lines[-1] if lines else f"exit code {result.returncode}"
 
 
-def _is_postgres_process(pid: int) -> bool:
+def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live postgres serving `data_dir` (a stale pid file may name any process)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -349,10 +351,11 @@ def _is_postgres_process(pid: int) -> bool:
     except PermissionError:
         pass
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
         return not Path("/proc").is_dir()  # no procfs (not Linux): trust the signal check
-    return b"postgres" in cmdline
+    # pg_ctl starts it as `<bin>/postgres -D <data_dir> ...`; a zombie has no arguments at all.
+    return args[0].endswith(b"postgres") and str(data_dir).encode() in args
 
 
 def _shared_memory_attached(shm_id: str) -> bool:

@@ -1,4 +1,5 @@
-"""Test set-up: one real PostgreSQL server for the run, a fresh database for each test or notebook.
+"""Test set-up for tests/ and notebooks/: one real PostgreSQL server for the run, a fresh database for each
+test or notebook.
 
 The server is a private embedded cluster, or the server at `--database-url` /
 $ATTENDANCE_KIT_TEST_DATABASE_URL (e.g. a PostgreSQL 15; needs a role that may create databases and roles).
@@ -18,6 +19,7 @@ import pytest
 from psycopg import sql
 
 from attendance_kit import connect, load_demo_data, migrate
+from attendance_kit.connection import url_with_database
 from attendance_kit.server import Cluster
 
 TEMPLATE = "kit_test_template"
@@ -41,7 +43,7 @@ class DatabaseServer:
         self._template_ready = False
 
     def url_for(self, dbname: str) -> str:
-        return psycopg.conninfo.make_conninfo(self.url, dbname=dbname)
+        return url_with_database(self.url, dbname)
 
     def fresh_database(self, migrated: bool) -> str:
         """Create a new database and return its URL."""

@@ -1,0 +1,47 @@
+"""The migration runner: ordered files, one transaction each, a checksummed ledger."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from attendance_kit import KitError, connect
+from attendance_kit.migrations import SQL_DIR, applied_checksums, migrate, migrations_in
+
+
+def test_files_apply_in_order_once(empty_db: str) -> None:
+    names = [m.name for m in migrations_in()]
+    assert names == sorted(names) and names[0] == "001_supabase_auth_shim.sql"
+    with connect(empty_db) as conn:
+        assert migrate(conn) == names
+        assert migrate(conn) == []
+        assert sorted(applied_checksums(conn)) == names
+
+
+def test_a_changed_applied_file_is_refused_by_name(empty_db: str, tmp_path: Path) -> None:
+    shutil.copytree(SQL_DIR, tmp_path / "sql")
+    with connect(empty_db) as conn:
+        migrate(conn, migrations_in(tmp_path / "sql"))
+        base = tmp_path / "sql" / "002_base_schema.sql"
+        base.write_text(base.read_text() + "\ncreate table public.sneaked_in (id int);\n")
+        with pytest.raises(KitError, match=r"sql/002_base_schema.sql changed after it was applied"):
+            migrate(conn, migrations_in(tmp_path / "sql"))
+        assert conn.execute("select to_regclass('public.sneaked_in')").fetchone()[0] is None
+
+
+def test_a_failing_file_is_named_and_leaves_nothing_behind(empty_db: str, tmp_path: Path) -> None:
+    (tmp_path / "001_good.sql").write_text("create table public.first (id int);")
+    (tmp_path / "002_bad.sql").write_text("create table public.second (id int);\nselect * from nowhere;")
+    with connect(empty_db) as conn:
+        with pytest.raises(KitError, match=r'sql/002_bad.sql failed: relation "nowhere" does not exist'):
+            migrate(conn, migrations_in(tmp_path))
+        assert list(applied_checksums(conn)) == ["001_good.sql"]
+        assert conn.execute("select to_regclass('public.second')").fetchone()[0] is None
+
+
+def test_only_numbered_files_are_migrations(tmp_path: Path) -> None:
+    for name in ("010_later.sql", "002_early.sql", "seed.sql", "notes.md", "3_short.sql"):
+        (tmp_path / name).write_text("select 1;")
+    assert [m.name for m in migrations_in(tmp_path)] == ["002_early.sql", "010_later.sql"]
