@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import demo, migrations
+from . import bench, demo, migrations
 from .connection import URL_VARIABLE, connect
 from .errors import KitError
 from .server import PROJECT_DIR, Cluster
@@ -54,6 +54,10 @@ def migrate(args: argparse.Namespace) -> None:
     migrate_and_seed(args.database_url, demo_data=args.demo_data)
 
 
+def bench_startup(args: argparse.Namespace) -> None:
+    print(bench.render(bench.startup(runs=args.runs), args.format))
+
+
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or Cluster().up(port=args.port)
     migrate_and_seed(url, demo_data=True)
@@ -78,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
     mig.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     mig.add_argument("--demo-data", action="store_true", help="also load the personas (sql/seed.sql)")
     mig.set_defaults(run=migrate)
+
+    bn = commands.add_parser("bench", help="benchmarks: figures measured side by side in one run")
+    bench_commands = bn.add_subparsers(dest="bench_command", required=True)
+    st = bench_commands.add_parser("startup", help="a new embedded cluster: to accepting connections, to migrated")
+    st.add_argument("--runs", type=int, default=3)
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.set_defaults(run=bench_startup)
 
     jl = commands.add_parser("lab", help="database up, then JupyterLab on notebooks/ (extra args go to jupyter)")
     jl.add_argument("--database-url", help="use this database instead of the embedded cluster")

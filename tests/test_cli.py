@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -70,3 +71,10 @@ def test_db_up_on_a_taken_port_is_one_line(scratch_dir: Path) -> None:
         port = squatter.getsockname()[1]
         result = kit("db", "up", "--port", str(port), state_dir=scratch_dir / "state")
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is in use", "--port")
+
+
+def test_bench_startup_measures_a_fresh_cluster() -> None:
+    result = kit("bench", "startup", "--runs", "1", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert 0 < figures["accepting_connections_s"] <= figures["migrated_with_demo_data_s"]
