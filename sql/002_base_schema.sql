@@ -111,15 +111,19 @@ as $$
     where ls.status = 'live' and ls.group_ids && array(select private.own_group_ids())
 $$;
 
--- Whether a student belongs to one of the groups invited to a session (a teacher records only those).
-create function private.is_invited(session_id uuid, student_id uuid) returns boolean
+-- Whether the current user teaches `session_id` and `student_id` is in one of its invited groups: a teacher
+-- records attendance only for those. It answers nothing about sessions the caller does not teach.
+create function private.teaches_invited_student(session_id uuid, student_id uuid) returns boolean
 language sql stable security definer set search_path = ''
 as $$
     select exists (
         select 1
         from public.live_sessions ls
+        join public.courses c on c.id = ls.course_id
         join public.student_profiles sp on sp.group_id = any (ls.group_ids)
-        where ls.id = is_invited.session_id and sp.id = is_invited.student_id
+        where ls.id = teaches_invited_student.session_id
+          and sp.id = teaches_invited_student.student_id
+          and c.teacher_id = (select auth.uid())
     )
 $$;
 
@@ -205,10 +209,7 @@ using (
 
 create policy "Teachers record attendance of invited students"
 on public.attendance_records for insert to authenticated
-with check (
-    session_id = any (array (select private.taught_session_ids()))
-    and private.is_invited(session_id, student_id)
-);
+with check (private.teaches_invited_student(session_id, student_id));
 
 create policy "Students check themselves in while the session is live"
 on public.attendance_records for insert to authenticated

@@ -1,0 +1,91 @@
+"""Catalog lints: Supabase's database-linter rules that matter for this schema, computed from the catalogs.
+
+Each lint is one query returning (object, detail) rows for what it finds; a clean database returns none.
+The rules follow Supabase's linter (splinter) in meaning; the schemas checked are the ones the API exposes
+(`public`) and, for function settings, the kit's helper schema too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+# Schemas whose functions must pin their search_path (the auth shim's functions mirror Supabase's own).
+FUNCTION_SCHEMAS = ("public", "private")
+AUTH_CALL = r"(auth)\.(uid|jwt|role|email)\(\)"
+
+
+@dataclass(frozen=True)
+class Lint:
+    name: str
+    query: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    lint: str
+    object: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.lint}: {self.object}: {self.detail}"
+
+
+LINTS = [
+    Lint("rls_disabled_in_public", """
+        select c.oid::regclass::text, 'row level security is off: every API role reaches every row'
+        from pg_class c
+        where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity
+    """),
+    Lint("policy_exists_rls_disabled", """
+        select distinct c.oid::regclass::text, 'has policies but row level security is off, so they do nothing'
+        from pg_policy p join pg_class c on c.oid = p.polrelid
+        where c.relnamespace = 'public'::regnamespace and not c.relrowsecurity
+    """),
+    Lint("function_search_path_mutable", """
+        select p.oid::regprocedure::text, 'no fixed search_path: set search_path = '''' and qualify names'
+        from pg_proc p
+        where p.pronamespace::regnamespace::text = any (%(function_schemas)s)
+          and not exists (select 1 from unnest(coalesce(p.proconfig, '{}')) s where s like 'search_path=%%')
+    """),
+    Lint("auth_rls_initplan", """
+        select format('%%s policy %%s', c.oid::regclass, p.polname),
+               'calls auth.<function>() per row: wrap it as (select auth.<function>())'
+        from pg_policy p join pg_class c on c.oid = p.polrelid
+        cross join lateral (values (pg_get_expr(p.polqual, p.polrelid)),
+                                   (pg_get_expr(p.polwithcheck, p.polrelid))) e (expression)
+        where c.relnamespace = 'public'::regnamespace and c.relrowsecurity
+          and e.expression ~ %(auth_call)s
+          and lower(e.expression) !~ ('select\\s+' || %(auth_call)s)
+        group by c.oid, p.polname
+    """),
+    Lint("unindexed_foreign_keys", """
+        select format('%%s (%%s)', c.conrelid::regclass, c.conname), 'no index starts with the key''s columns'
+        from pg_constraint c
+        where c.contype = 'f' and c.connamespace = 'public'::regnamespace
+          and not exists (
+              select 1 from pg_index i
+              where i.indrelid = c.conrelid
+                and (i.indkey::int2[])[0:cardinality(c.conkey) - 1] operator(pg_catalog.@>) c.conkey)
+    """),
+    Lint("security_definer_function_executable", """
+        select p.oid::regprocedure::text,
+               'security definer and executable by ' || string_agg(r.role, ' and ') || ' through the API'
+        from pg_proc p
+        cross join (values ('anon'), ('authenticated')) r (role)
+        where p.pronamespace = 'public'::regnamespace and p.prosecdef
+          and has_function_privilege(r.role, p.oid, 'execute')
+        group by p.oid
+    """),
+]
+
+
+def run_lints(conn: psycopg.Connection) -> list[Finding]:
+    """Every finding of every lint, in lint order."""
+    params = {"function_schemas": list(FUNCTION_SCHEMAS), "auth_call": AUTH_CALL}
+    return [
+        Finding(lint.name, obj, detail)
+        for lint in LINTS
+        for obj, detail in conn.execute(lint.query, params).fetchall()
+    ]
