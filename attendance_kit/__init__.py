@@ -9,10 +9,11 @@ from .connection import (
 )
 from .demo import load_demo_data, personas
 from .errors import KitError
-from .migrations import migrate, migration_status, show_sql
+from .lints import run_lints
+from .migrations import SQL_DIR, migrate, migration_status, show_sql
 from .server import Cluster
 
 __all__ = [
-    "Cluster", "KitError", "as_user", "connect", "database_url", "load_demo_data", "migrate", "personas",
-    "migration_status", "require_logical_decoding", "show_sql", "sql_engine",
+    "SQL_DIR", "Cluster", "KitError", "as_user", "connect", "database_url", "load_demo_data", "migrate", "personas",
+    "migration_status", "require_logical_decoding", "run_lints", "show_sql", "sql_engine",
 ]
