@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import bench, demo, migrations
+from .bench import startup
 from .connection import URL_VARIABLE, connect
 from .errors import KitError
 from .server import PROJECT_DIR, Cluster
@@ -55,7 +56,7 @@ def migrate(args: argparse.Namespace) -> None:
 
 
 def bench_startup(args: argparse.Namespace) -> None:
-    print(bench.render(bench.startup(runs=args.runs), args.format))
+    print(bench.render(startup.startup(runs=args.runs), args.format))
 
 
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:

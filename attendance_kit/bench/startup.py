@@ -1,8 +1,7 @@
-"""Benchmarks (`attendance-kit bench ...`): figures measured in one run on this machine, printed, never asserted."""
+"""`attendance-kit bench startup`: how long a new embedded cluster takes to accept connections and to migrate."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import tempfile
@@ -10,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .connection import connect
-from .demo import load_demo_data
-from .migrations import migrate
-from .server import Cluster
+from ..connection import connect
+from ..demo import load_demo_data
+from ..migrations import migrate
+from ..server import Cluster
 
 
 def startup(runs: int = 3) -> dict[str, Any]:
@@ -41,10 +40,3 @@ def startup(runs: int = 3) -> dict[str, Any]:
         "migrated_with_demo_data_s": round(statistics.median(to_migrated), 3),
         "target_s": 2.0,
     }
-
-
-def render(result: dict[str, Any], output_format: str) -> str:
-    if output_format == "json":
-        return json.dumps(result)
-    width = max(len(key) for key in result)
-    return "\n".join(f"{key:<{width}}  {value}" for key, value in result.items())
