@@ -12,8 +12,10 @@ from .errors import KitError
 from .lints import run_lints
 from .migrations import SQL_DIR, migrate, migration_status, show_sql
 from .server import Cluster
+from .verification import Contract, Verification, verify
 
 __all__ = [
-    "SQL_DIR", "Cluster", "KitError", "as_user", "connect", "database_url", "load_demo_data", "migrate", "personas",
-    "migration_status", "require_logical_decoding", "run_lints", "show_sql", "sql_engine",
+    "SQL_DIR", "Cluster", "Contract", "KitError", "Verification", "as_user", "connect", "database_url",
+    "load_demo_data", "migrate", "migration_status", "personas", "require_logical_decoding", "run_lints",
+    "show_sql", "sql_engine", "verify",
 ]

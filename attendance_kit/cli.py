@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 
-from . import bench, demo, migrations
+from . import bench, demo, migrations, verification
 from .bench import startup
 from .connection import URL_VARIABLE, connect
 from .errors import KitError
@@ -55,6 +57,24 @@ def migrate(args: argparse.Namespace) -> None:
     migrate_and_seed(args.database_url, demo_data=args.demo_data)
 
 
+def verify_command(args: argparse.Namespace) -> int:
+    """Exit 0 when the database matches the access contract and the lints are clean; else one line each."""
+    with connect(args.database_url) as conn:
+        started = time.perf_counter()
+        result = verification.verify(conn)
+        seconds = time.perf_counter() - started
+    problems = result.problems()
+    if args.format == "json":
+        print(json.dumps({"ok": result.ok, "checks": len(result.matrix), "seconds": round(seconds, 3),
+                          "problems": problems}))
+    else:
+        for line in problems:
+            print(line)
+        verdict = "as the contract says" if result.matrix["ok"].all() else "NOT as the contract says"
+        print(f"{len(result.matrix)} checks {verdict}; {len(result.findings)} lint findings ({seconds:.2f} s)")
+    return 0 if result.ok else 1
+
+
 def bench_startup(args: argparse.Namespace) -> None:
     print(bench.render(startup.startup(runs=args.runs), args.format))
 
@@ -91,6 +111,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--format", choices=["table", "json"], default="table")
     st.set_defaults(run=bench_startup)
 
+    ver = commands.add_parser("verify", help="check the access contract for real, and the catalog lints")
+    ver.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
+    ver.add_argument("--format", choices=["table", "json"], default="table")
+    ver.set_defaults(run=verify_command)
+
     jl = commands.add_parser("lab", help="database up, then JupyterLab on notebooks/ (extra args go to jupyter)")
     jl.add_argument("--database-url", help="use this database instead of the embedded cluster")
     jl.add_argument("--port", type=int, help="port for the embedded cluster")
@@ -106,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.run is lab:
             lab(args, extra)
         else:
-            args.run(args)
+            return args.run(args) or 0
     except KitError as error:
         print(f"attendance-kit: error: {error}", file=sys.stderr)
         return 1

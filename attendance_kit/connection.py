@@ -127,9 +127,14 @@ def as_user(
         raise KitError("as_user needs a connection that is not inside a transaction")
     role, claims = resolve_user(conn, who)
     with conn.transaction(force_rollback=rollback), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
-        cur.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+        become(cur, role, claims)
         yield cur
+
+
+def become(cur: psycopg.Cursor, role: str, claims: dict[str, Any]) -> None:
+    """Inside a transaction: until it (or the enclosing savepoint) ends, run as `role` with these claims."""
+    cur.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+    cur.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
 
 
 def _one_line(error: Exception) -> str:

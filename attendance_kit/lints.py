@@ -2,7 +2,7 @@
 
 Each lint is one query returning (object, detail) rows for what it finds; a clean database returns none.
 The rules follow Supabase's linter (splinter) in meaning; the schemas checked are the ones the API exposes
-(`public`) and, for function settings, the kit's helper schema too.
+(`public`), and for function settings and security-definer functions every project schema.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ import psycopg
 
 # Schemas whose functions must pin their search_path (the auth shim's functions mirror Supabase's own).
 FUNCTION_SCHEMAS = ("public", "private")
-AUTH_CALL = r"(auth)\.(uid|jwt|role|email)\(\)"
+# Calls that depend only on the request, and so belong in an initplan: (select auth.uid()), not auth.uid().
+REQUEST_CALL = r"(auth\.(uid|jwt|role|email)\(\)|current_setting\()"
+# Schemas that belong to PostgreSQL or to Supabase itself, not to the project.
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "auth", "extensions", "graphql",
+                  "graphql_public", "realtime", "storage", "vault", "pgsodium", "supabase_functions",
+                  "supabase_migrations", "net", "cron", "pgbouncer")
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,13 @@ LINTS = [
     """),
     Lint("auth_rls_initplan", """
         select format('%%s policy %%s', c.oid::regclass, p.polname),
-               'calls auth.<function>() per row: wrap it as (select auth.<function>())'
+               'calls auth.<function>() or current_setting() per row: wrap it as (select ...)'
         from pg_policy p join pg_class c on c.oid = p.polrelid
         cross join lateral (values (pg_get_expr(p.polqual, p.polrelid)),
                                    (pg_get_expr(p.polwithcheck, p.polrelid))) e (expression)
         where c.relnamespace = 'public'::regnamespace and c.relrowsecurity
-          and e.expression ~ %(auth_call)s
-          and lower(e.expression) !~ ('select\\s+' || %(auth_call)s)
+          and e.expression ~ %(request_call)s
+          and lower(e.expression) !~ ('select\\s+' || %(request_call)s)
         group by c.oid, p.polname
     """),
     Lint("unindexed_foreign_keys", """
@@ -78,12 +83,35 @@ LINTS = [
           and has_function_privilege(r.role, p.oid, 'execute')
         group by p.oid
     """),
+    Lint("security_definer_executable_by_anon", """
+        select p.oid::regprocedure::text, 'security definer and executable by anon: revoke it'
+        from pg_proc p
+        where p.prosecdef and has_function_privilege('anon', p.oid, 'execute')
+          and p.pronamespace::regnamespace::text <> all (%(system_schemas)s)
+          and p.pronamespace <> 'public'::regnamespace  -- reported above, with the API roles
+    """),
+    Lint("published_table_without_select_policy", """
+        select format('%%I.%%I', t.schemaname, t.tablename),
+               'published, so realtime delivers it, but ' || case when not c.relrowsecurity
+                   then 'row level security is off' else 'no SELECT policy decides who receives it' end
+        from pg_publication_tables t
+        join pg_class c on c.oid = format('%%I.%%I', t.schemaname, t.tablename)::regclass
+        where not c.relrowsecurity or not exists (
+            select 1 from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*'))
+    """),
+    Lint("permissive_policy_to_public", """
+        select format('%%s policy %%s', c.oid::regclass, p.polname),
+               'permissive and TO public (every role, anon too): it widens every other policy; name the role'
+        from pg_policy p join pg_class c on c.oid = p.polrelid
+        where c.relnamespace = 'public'::regnamespace and p.polpermissive and 0::oid = any (p.polroles)
+    """),
 ]
 
 
 def run_lints(conn: psycopg.Connection) -> list[Finding]:
     """Every finding of every lint, in lint order."""
-    params = {"function_schemas": list(FUNCTION_SCHEMAS), "auth_call": AUTH_CALL}
+    params = {"function_schemas": list(FUNCTION_SCHEMAS), "request_call": REQUEST_CALL,
+              "system_schemas": list(SYSTEM_SCHEMAS)}
     return [
         Finding(lint.name, obj, detail)
         for lint in LINTS

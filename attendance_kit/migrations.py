@@ -60,9 +60,10 @@ def migration_status(conn: psycopg.Connection) -> list[dict[str, str]]:
 
 
 def show_sql(name: str) -> Markdown:
-    """A migration file (or sql/seed.sql) for display in a notebook, exactly as it is on disk."""
-    text = (SQL_DIR / name).read_text(encoding="utf-8")
-    return Markdown(f"**`sql/{name}`**\n\n```sql\n{text.rstrip()}\n```")
+    """A file of sql/ (a migration, seed.sql, the access contract) for a notebook, exactly as it is on disk."""
+    path = SQL_DIR / name
+    language = "yaml" if path.suffix == ".yaml" else "sql"
+    return Markdown(f"**`sql/{name}`**\n\n```{language}\n{path.read_text(encoding='utf-8').rstrip()}\n```")
 
 
 def applied_checksums(conn: psycopg.Connection) -> dict[str, str]:

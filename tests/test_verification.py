@@ -1,0 +1,117 @@
+"""Policy verification: the access contract executed for real, the lints, and what each catches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from attendance_kit import Contract, verify
+
+PERSONAS = ["teacher", "other_teacher", "student", "outside_student", "anon", "service_role"]
+
+
+def content_checksums(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
+    """Row count and checksum of every table outside PostgreSQL's own schemas."""
+    tables = [row[0] for row in conn.execute("""
+        select c.oid::regclass::text from pg_class c
+        where c.relkind = 'r' and c.relnamespace::regnamespace::text not in ('pg_catalog', 'information_schema')
+          and c.relnamespace::regnamespace::text not like 'pg_toast%'
+        order by 1
+    """)]
+    return {table: conn.execute(f"select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+                                f"from {table} t").fetchone() for table in tables}
+
+
+def test_a_freshly_migrated_database_matches_the_contract(conn: psycopg.Connection) -> None:
+    result = verify(conn)
+    assert result.problems() == []
+    assert result.ok
+    tables = [r[0] for r in conn.execute(
+        "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'")]
+    generic = result.matrix[result.matrix["case"] == ""]
+    assert len(generic) == len(tables) * len(PERSONAS) * 4
+    assert set(generic["persona"]) == set(PERSONAS)
+    # Each kind of outcome is exercised, not only refusals.
+    outcomes = set(result.matrix["actual"].str.split(":").str[0].str.split().str[-1])
+    assert {"allowed", "denied", "expected"} <= outcomes
+
+
+def test_verification_changes_nothing_even_when_checks_fail(conn: psycopg.Connection) -> None:
+    before = content_checksums(conn)
+    verify(conn)
+    conn.execute("alter table public.attendance_records disable row level security")
+    failing = verify(conn)
+    assert not failing.ok
+    conn.execute("alter table public.attendance_records enable row level security")
+    assert content_checksums(conn) == before
+
+
+@pytest.mark.parametrize(("mutation", "expected_line"), [
+    ("""drop policy "Teachers read their sessions' attendance, students their own" on public.attendance_records""",
+     "attendance_records: teacher select: expected session_id = '${session}', got 0 rows, expected 2: "
+     "0 unexpected, 2 missing"),
+    ("alter table public.session_analytics disable row level security",
+     "rls_disabled_in_public: session_analytics: row level security is off: every API role reaches every row"),
+    ("alter table public.session_analytics disable row level security",
+     "session_analytics: student select: expected none, got "),
+    ("create policy everyone on public.websocket_channels for select to authenticated using (true)",
+     "websocket_channels: outside_student select: expected session_id = '${other_session}', got 2 rows, "
+     "expected 1: 1 unexpected, 0 missing"),
+    ("grant select on public.courses to anon",
+     "anon_privilege_beyond_contract: courses: anon holds select: revoke it"),
+    ("grant select on public.courses to anon",
+     "courses: anon select: expected denied, got 0 rows"),
+    ("alter function private.taught_session_ids() reset search_path",
+     "function_search_path_mutable: private.taught_session_ids(): no fixed search_path: "
+     "set search_path = '' and qualify names"),
+    ("create function public.grant_me() returns void language sql security definer set search_path = '' "
+     "as 'select'", "security_definer_function_executable: grant_me(): security definer and executable by "
+     "anon and authenticated through the API"),
+    ("create policy per_row on public.courses for select to authenticated using (teacher_id = auth.uid())",
+     "auth_rls_initplan: courses policy per_row: calls auth.<function>() or current_setting() per row: "
+     "wrap it as (select ...)"),
+    ("create policy open_door on public.courses for select using (true)",
+     "permissive_policy_to_public: courses policy open_door: permissive and TO public (every role, anon too): "
+     "it widens every other policy; name the role"),
+    ("create table public.notes (id uuid primary key)",
+     "table_not_in_contract: notes: add its rules to sql/access_contract.yaml"),
+    ("""drop policy "Teachers can view session analytics" on public.session_analytics""",
+     "published_table_without_select_policy: public.session_analytics: published, so realtime delivers it, "
+     "but no SELECT policy decides who receives it"),
+])
+def test_each_break_is_named(conn: psycopg.Connection, mutation: str, expected_line: str) -> None:
+    conn.execute(mutation)
+    problems = verify(conn).problems()
+    assert any(line.startswith(expected_line) for line in problems), "\n".join(problems)
+
+
+def test_the_contract_covers_every_persona_and_operation() -> None:
+    contract = Contract.load()
+    assert list(contract.personas) == PERSONAS
+    for table, rules in contract.tables.items():
+        assert set(rules["select"]) == set(PERSONAS), table
+        for operation in ("insert", "update", "delete"):
+            assert set(rules[operation]["allowed"]) <= set(PERSONAS), (table, operation)
+
+
+def test_the_command_exits_non_zero_naming_each_mismatch(db_url: str) -> None:
+    command = [sys.executable, "-m", "attendance_kit.cli", "verify", "--database-url", db_url]
+    clean = subprocess.run(command, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    checks = len(verify_matrix_rows(db_url))
+    assert clean.stdout.startswith(f"{checks} checks as the contract says; 0 lint findings")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("alter table public.courses disable row level security")
+    broken = subprocess.run(command, capture_output=True, text=True)
+    assert broken.returncode == 1
+    lines = broken.stdout.strip().splitlines()
+    assert "rls_disabled_in_public: courses: row level security is off: every API role reaches every row" in lines
+    assert lines[-1].startswith(f"{checks} checks NOT as the contract says; 2 lint findings")
+
+
+def verify_matrix_rows(db_url: str) -> list:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return list(verify(conn).matrix.itertuples())
