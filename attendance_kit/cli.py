@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import bench, demo, migrations, verification
-from .bench import startup
+from .bench import rls, startup
 from .connection import URL_VARIABLE, connect
 from .errors import KitError
 from .server import PROJECT_DIR, Cluster
@@ -79,6 +79,10 @@ def bench_startup(args: argparse.Namespace) -> None:
     print(bench.render(startup.startup(runs=args.runs), args.format))
 
 
+def bench_rls(args: argparse.Namespace) -> None:
+    print(bench.render(rls.rls(runs=args.runs, url=args.database_url), args.format))
+
+
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or Cluster().up(port=args.port)
     migrate_and_seed(url, demo_data=True)
@@ -110,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--runs", type=int, default=3)
     st.add_argument("--format", choices=["table", "json"], default="table")
     st.set_defaults(run=bench_startup)
+    rl = bench_commands.add_parser("rls", help="persona reads under RLS vs the owner's hand-filtered reads, 1M rows")
+    rl.add_argument("--runs", type=int, default=15, help="alternating runs per query (medians)")
+    rl.add_argument("--database-url", help="server to create the scratch database on (default: the kit's)")
+    rl.add_argument("--format", choices=["table", "json"], default="table")
+    rl.set_defaults(run=bench_rls)
 
     ver = commands.add_parser("verify", help="check the access contract for real, and the catalog lints")
     ver.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
