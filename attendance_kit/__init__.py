@@ -1,5 +1,6 @@
 """attendance-kit: a Supabase-style realtime attendance schema on real PostgreSQL, driven from Jupyter."""
 
+from .analytics import query_as
 from .connection import (
     as_user,
     connect,
@@ -12,10 +13,11 @@ from .errors import KitError
 from .lints import run_lints
 from .migrations import SQL_DIR, migrate, migration_status, show_sql
 from .server import Cluster
+from .term import load_demo_term
 from .verification import Contract, Verification, verify
 
 __all__ = [
     "SQL_DIR", "Cluster", "Contract", "KitError", "Verification", "as_user", "connect", "database_url",
-    "load_demo_data", "migrate", "migration_status", "personas", "require_logical_decoding", "run_lints",
-    "show_sql", "sql_engine", "verify",
+    "load_demo_data", "load_demo_term", "migrate", "migration_status", "personas", "query_as",
+    "require_logical_decoding", "run_lints", "show_sql", "sql_engine", "verify",
 ]

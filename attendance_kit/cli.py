@@ -7,10 +7,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from . import bench, demo, migrations, verification
-from .bench import rls, startup
+from . import bench, demo, migrations, term, verification
+from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect
 from .errors import KitError
 from .server import PROJECT_DIR, Cluster
@@ -23,17 +23,32 @@ def say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def migrate_and_seed(url: str | None, demo_data: bool) -> None:
+def migrate_and_seed(url: str | None, demo_data: bool, demo_term: bool = False) -> None:
     with connect(url) as conn:
         applied = migrations.migrate(conn)
         say(f"applied {', '.join(applied)}" if applied else "migrations: nothing to apply")
-        if demo_data:
+        if demo_data or demo_term:
             demo.load_demo_data(conn)
             say("demo data loaded (personas: see README)")
+        if demo_term:
+            loaded = term.load_demo_term(conn, progress=show_progress("demo term: lessons"))
+            say("demo term loaded" if loaded else "demo term: already loaded")
         level = conn.execute("select current_setting('wal_level')").fetchone()[0]
         if level != "logical":
             say(f"note: wal_level is {level!r}; the realtime steps need 'logical' "
                 "(ALTER SYSTEM SET wal_level = logical, then restart the server)")
+
+
+def show_progress(label: str) -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr, redrawn in place."""
+
+    def draw(done: int, total: int) -> None:
+        filled = round(30 * done / total)
+        end = "\n" if done == total else ""
+        print(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", end=end, file=sys.stderr,
+              flush=True)
+
+    return draw
 
 
 def db_up(args: argparse.Namespace) -> None:
@@ -54,7 +69,7 @@ def db_url(args: argparse.Namespace) -> None:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    migrate_and_seed(args.database_url, demo_data=args.demo_data)
+    migrate_and_seed(args.database_url, demo_data=args.demo_data, demo_term=args.demo_term)
 
 
 def verify_command(args: argparse.Namespace) -> int:
@@ -83,6 +98,10 @@ def bench_rls(args: argparse.Namespace) -> None:
     print(bench.render(rls.rls(runs=args.runs, url=args.database_url), args.format))
 
 
+def bench_triggers(args: argparse.Namespace) -> None:
+    print(bench.render(triggers.triggers(runs=args.runs, url=args.database_url), args.format))
+
+
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or Cluster().up(port=args.port)
     migrate_and_seed(url, demo_data=True)
@@ -106,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="apply sql/ migrations to a database")
     mig.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     mig.add_argument("--demo-data", action="store_true", help="also load the personas (sql/seed.sql)")
+    mig.add_argument("--demo-term", action="store_true",
+                     help="also generate a term of lessons for analytics (implies --demo-data)")
     mig.set_defaults(run=migrate)
 
     bn = commands.add_parser("bench", help="benchmarks: figures measured side by side in one run")
@@ -114,6 +135,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--runs", type=int, default=3)
     st.add_argument("--format", choices=["table", "json"], default="table")
     st.set_defaults(run=bench_startup)
+    tr = bench_commands.add_parser("triggers", help="the analytics trigger: bulk and per-check-in cost, kit vs seed")
+    tr.add_argument("--runs", type=int, default=5, help="runs per measurement (medians)")
+    tr.add_argument("--database-url", help="server to create the scratch databases on (default: the kit's)")
+    tr.add_argument("--format", choices=["table", "json"], default="table")
+    tr.set_defaults(run=bench_triggers)
     rl = bench_commands.add_parser("rls", help="persona reads under RLS vs the owner's hand-filtered reads, 1M rows")
     rl.add_argument("--runs", type=int, default=15, help="alternating runs per query (medians)")
     rl.add_argument("--database-url", help="server to create the scratch database on (default: the kit's)")

@@ -1,0 +1,210 @@
+"""A term of demo lessons for exploratory analytics, written through the real tables, policies and triggers.
+
+Three courses (Ada's, Grace's, and Alan's, a third teacher) meet weekly. In each lesson the teacher starts the
+session and opens a channel, students check themselves in (early, on time, late, or not at all; a few are
+chronically absent), connections rise and fall, the teacher records the absent, corrects some statuses with a
+reason, and ends the session. Every write is made as the person who would make it (`as_user` semantics),
+stamped with the lesson's time through the `attendance_kit.as_of` setting, so `session_analytics`,
+`attendance_status_changes` and `session_status_changes` are produced by the kit's own triggers, at fixed
+times. The same seed and sizes give the same term, ids included.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+
+from .connection import become, resolve_user, supabase_claims
+
+NAMESPACE = uuid.UUID("7b3c1e2a-5d4f-4a6b-9c8d-0e1f2a3b4c5d")
+TERM_START = datetime(2026, 1, 19, 9, 0, tzinfo=timezone.utc)  # the week after the personas' lecture 1
+ALAN = ("a0000000-0000-4000-8000-000000000003", "alan@attendance-kit.test", "Alan Turing")
+COMPUTABILITY = ("c0000000-0000-4000-8000-000000000003", "60000000-0000-4000-8000-000000000003")
+# (course id, title, teacher email, group id, hours after 09:00 on lesson day)
+COURSES = [
+    ("c0000000-0000-4000-8000-000000000001", "Analytical Engines", "ada@attendance-kit.test",
+     "60000000-0000-4000-8000-000000000001", 0),
+    ("c0000000-0000-4000-8000-000000000002", "Compilers", "grace@attendance-kit.test",
+     "60000000-0000-4000-8000-000000000002", 2),
+    (COMPUTABILITY[0], "Computability", ALAN[1], COMPUTABILITY[1], 4),
+]
+FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Ema", "Femi", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Milo",
+               "Nora", "Omar", "Pia", "Quin", "Rosa", "Teo", "Vera", "Wen", "Yara", "Zeb", "Ines"]
+LAST_NAMES = ["Adler", "Brandt", "Costa", "Dahl", "Eze", "Fischer", "Gupta", "Haddad", "Ito", "Jansen", "Kim",
+              "Lund", "Moreau", "Novak", "Okoro", "Park", "Quist", "Rossi", "Sato", "Torres"]
+# Corrections a teacher makes after the lesson: (from status, to status, reason, probability per record).
+CORRECTIONS = [
+    (True, False, "left early", 0.03),
+    (False, True, "network down: was in the room", 0.06),
+    (False, True, "medical certificate", 0.05),
+]
+LATE_CORRECTION = "arrived after the first half"
+
+
+@dataclass(frozen=True)
+class Student:
+    id: str
+    email: str
+    group_id: str
+    absence: float  # probability of missing a lesson
+    lateness: float  # probability of arriving late when present
+
+
+@dataclass(frozen=True)
+class TermSize:
+    weeks: int = 6
+    group_size: int = 24
+    seed: int = 2026
+
+
+def term_id(label: str) -> str:
+    """A fixed id for a generated row, from its label."""
+    return str(uuid.uuid5(NAMESPACE, label))
+
+
+def load_demo_term(conn: psycopg.Connection, size: TermSize = TermSize(),
+                   progress: Callable[[int, int], None] | None = None) -> bool:
+    """Generate the term on top of the personas (`load_demo_data` first); False if it is already there."""
+    first_lesson = term_id(f"lesson-{COURSES[0][0]}-0")
+    if conn.execute("select 1 from public.live_sessions where id = %s", [first_lesson]).fetchone():
+        return False
+    rng = random.Random(size.seed)
+    students = _enrol(conn, rng, size)
+    lessons = [(week, course) for week in range(size.weeks) for course in COURSES]
+    for done, (week, course) in enumerate(lessons, 1):
+        _hold_lesson(conn, rng, week, course, [s for s in students if s.group_id == course[3]])
+        if progress:
+            progress(done, len(lessons))
+    return True
+
+
+def _enrol(conn: psycopg.Connection, rng: random.Random, size: TermSize) -> list[Student]:
+    """The third teacher, course and group, and generated students filling every group to `group_size`."""
+    with conn.transaction():
+        conn.execute("insert into auth.users (id, email) values (%s, %s) on conflict do nothing", ALAN[:2])
+        conn.execute("insert into public.profiles (id, full_name, role) values (%s, %s, 'teacher') "
+                     "on conflict do nothing", [ALAN[0], ALAN[2]])
+        conn.execute("insert into public.student_groups (id, name) values (%s, 'Computability C') "
+                     "on conflict do nothing", [COMPUTABILITY[1]])
+        conn.execute("insert into public.courses (id, title, teacher_id) values (%s, 'Computability', %s) "
+                     "on conflict do nothing", [COMPUTABILITY[0], ALAN[0]])
+        students = []
+        for _, _, _, group_id, _ in COURSES:
+            members = conn.execute("select sp.id, u.email from public.student_profiles sp "
+                                   "join auth.users u on u.id = sp.id where sp.group_id = %s order by u.email",
+                                   [group_id]).fetchall()
+            for n in range(len(members), size.group_size):
+                first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+                student_id = term_id(f"student-{group_id}-{n}")
+                email = f"{first}.{last}.{n}@attendance-kit.test".lower()
+                conn.execute("insert into auth.users (id, email) values (%s, %s)", [student_id, email])
+                conn.execute("insert into public.profiles (id, full_name, role) values (%s, %s, 'student')",
+                             [student_id, f"{first} {last}"])
+                conn.execute("insert into public.student_profiles (id, group_id, student_number) "
+                             "values (%s, %s, %s)", [student_id, group_id, f"T-{group_id[-1]}{n:03d}"])
+                members.append((student_id, email))
+            for student_id, email in members:
+                chronic = rng.random() < 0.12
+                students.append(Student(str(student_id), email, group_id,
+                                        absence=rng.uniform(0.35, 0.6) if chronic else rng.uniform(0.02, 0.12),
+                                        lateness=rng.uniform(0.05, 0.3)))
+    return students
+
+
+@contextmanager
+def _acting(conn: psycopg.Connection, who: tuple[str, dict[str, Any]], when: datetime,
+            reason: str | None = None) -> Iterator[psycopg.Cursor]:
+    """One request by `who` at lesson time `when` (and with a change reason), like an API call."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("select set_config('attendance_kit.as_of', %s, true), "
+                    "set_config('attendance_kit.change_reason', %s, true)", [when.isoformat(), reason or ""])
+        become(cur, *who)
+        yield cur
+
+
+def _hold_lesson(conn: psycopg.Connection, rng: random.Random, week: int, course: tuple,
+                 students: list[Student]) -> None:
+    course_id, title, teacher_email, group_id, hour = course
+    start = TERM_START + timedelta(weeks=week, hours=hour)
+    lesson = term_id(f"lesson-{course_id}-{week}")
+    teacher = resolve_user(conn, teacher_email)
+    server = ("service_role", supabase_claims("service_role"))
+    with conn.transaction():
+        conn.execute("insert into public.live_sessions (id, course_id, title, group_ids, starts_at, ends_at) "
+                     "values (%s, %s, %s, %s, %s, %s)",
+                     [lesson, course_id, f"{title}: lecture {week + 2}", [group_id], start,
+                      start + timedelta(minutes=90)])
+
+    with _acting(conn, teacher, start - timedelta(minutes=5), "lesson starts") as cur:
+        cur.execute("update public.live_sessions set status = 'live' where id = %s", [lesson])
+        cur.execute("insert into public.websocket_channels (session_id, channel_name) values (%s, 'presence')",
+                    [lesson])
+
+    arrivals = sorted(((_arrival(rng, student, start), student) for student in students
+                       if rng.random() >= student.absence), key=lambda arrival: (arrival[0], arrival[1].id))
+    guests = rng.randint(0, 3)
+    for connected, (at, student) in enumerate(arrivals, 1):
+        with _acting(conn, server, at - timedelta(seconds=30)) as cur:
+            cur.execute("update public.websocket_channels set active_connections = %s, last_activity = %s "
+                        "where session_id = %s", [connected + min(guests, connected // 6), at, lesson])
+        with _acting(conn, _student_claims(student), at) as cur:
+            cur.execute("insert into public.attendance_records (session_id, student_id) values (%s, auth.uid())",
+                        [lesson])
+
+    end = start + timedelta(minutes=90)
+    with _acting(conn, server, end - timedelta(minutes=2)) as cur:
+        cur.execute("update public.websocket_channels set active_connections = active_connections / 3, "
+                    "last_activity = %s where session_id = %s", [end, lesson])
+    with _acting(conn, teacher, end, "not checked in") as cur:
+        cur.execute("insert into public.attendance_records (session_id, student_id, status) "
+                    "select %s, sp.id, false from public.student_profiles sp where sp.group_id = %s "
+                    "and not exists (select 1 from public.attendance_records ar "
+                    "where ar.session_id = %s and ar.student_id = sp.id) order by sp.id",
+                    [lesson, group_id, lesson])
+    _correct(conn, rng, teacher, lesson, end, arrivals, students, start)
+    with _acting(conn, server, end + timedelta(minutes=3)) as cur:
+        cur.execute("update public.websocket_channels set active_connections = 0, last_activity = %s "
+                    "where session_id = %s", [end + timedelta(minutes=3), lesson])
+    with _acting(conn, teacher, end + timedelta(minutes=15), "lesson over") as cur:
+        cur.execute("update public.live_sessions set status = 'ended' where id = %s", [lesson])
+
+
+def _arrival(rng: random.Random, student: Student, start: datetime) -> datetime:
+    """Early (up to 10 minutes), on time (first 5 minutes), or late (up to 50 minutes)."""
+    if rng.random() < student.lateness:
+        minutes = rng.uniform(6, 50)
+    else:
+        minutes = rng.uniform(-10, 0) if rng.random() < 0.4 else rng.uniform(0, 5)
+    return start + timedelta(seconds=round(minutes * 60))
+
+
+def _student_claims(student: Student) -> tuple[str, dict[str, Any]]:
+    return "authenticated", supabase_claims("authenticated", uuid.UUID(student.id), student.email)
+
+
+def _correct(conn: psycopg.Connection, rng: random.Random, teacher: tuple[str, dict[str, Any]], lesson: str,
+             end: datetime, arrivals: list[tuple[datetime, Student]], students: list[Student],
+             start: datetime) -> None:
+    """The teacher's corrections after the lesson, each an audited status change with its reason."""
+    arrived = {student.id: at for at, student in arrivals}
+    changes = []
+    for student in students:
+        at = arrived.get(student.id)
+        if at is not None and at > start + timedelta(minutes=45) and rng.random() < 0.5:
+            changes.append((student.id, False, LATE_CORRECTION))
+            continue
+        for was, becomes, reason, probability in CORRECTIONS:
+            if (at is not None) == was and rng.random() < probability:
+                changes.append((student.id, becomes, reason))
+                break
+    for minute, (student_id, status, reason) in enumerate(changes, 5):
+        with _acting(conn, teacher, end + timedelta(minutes=minute), reason) as cur:
+            cur.execute("update public.attendance_records set status = %s where session_id = %s "
+                        "and student_id = %s", [status, lesson, student_id])
