@@ -24,7 +24,7 @@ import pytest
 
 from attendance_kit import as_user, connect, load_demo_data, migrate
 from attendance_kit.lints import run_lints
-from tests.seed_draft import seed_sql
+from attendance_kit.seed_draft import seed_sql
 
 ADA = "ada@attendance-kit.test"
 ENGINES, COMPILERS = "5e000000-0000-4000-8000-000000000001", "5e000000-0000-4000-8000-000000000002"

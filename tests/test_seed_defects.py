@@ -13,7 +13,7 @@ import pytest
 
 from attendance_kit import as_user, connect, load_demo_data, migrate
 from attendance_kit.lints import run_lints
-from tests.seed_draft import seed_sql
+from attendance_kit.seed_draft import seed_sql
 
 ADA, GRACE = "ada@attendance-kit.test", "grace@attendance-kit.test"
 ADA_ID, GRACE_ID = "a0000000-0000-4000-8000-000000000001", "a0000000-0000-4000-8000-000000000002"

@@ -6,7 +6,15 @@ One module per benchmark; each exposes a function returning a JSON-ready dict, w
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..connection import connect, url_with_database
 
 
 def render(result: dict[str, Any], output_format: str) -> str:
@@ -18,3 +26,17 @@ def render(result: dict[str, Any], output_format: str) -> str:
         f"{key:<{width}}  {json.dumps(value) if isinstance(value, (dict, list)) else value}"
         for key, value in result.items()
     )
+
+
+@contextmanager
+def scratch_database(server: str, prefix: str) -> Iterator[psycopg.Connection]:
+    """A connection to a new, empty database on `server`, dropped afterwards whatever happens."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with connect(server) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        with connect(url_with_database(server, name)) as conn:
+            yield conn
+    finally:
+        with connect(server) as admin:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

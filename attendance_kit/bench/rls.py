@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from ..connection import become, connect, database_url, resolve_user, url_with_database
+from ..connection import become, database_url, resolve_user
 from ..demo import load_demo_data
 from ..migrations import migrate
 from ..plans import PERSONA_QUERIES, full_scans
+from . import scratch_database
 
 ADA = "a0000000-0000-4000-8000-000000000001"
 SAM = "b0000000-0000-4000-8000-000000000001"
@@ -167,29 +166,21 @@ def policy_forms(conn: psycopg.Connection, runs: int) -> dict[str, dict[str, flo
 
 def rls(runs: int = 15, url: str | None = None, **load: int) -> dict[str, Any]:
     """Run the benchmark in a scratch database on the server at `url` (default: the kit's database)."""
-    server = database_url(url)
-    scratch = f"kit_bench_rls_{uuid.uuid4().hex[:8]}"
-    with connect(server) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(scratch)))
-    try:
-        with connect(url_with_database(server, scratch)) as conn:
-            migrate(conn)
-            load_demo_data(conn)
-            started = time.perf_counter()
-            load_reads(conn, **load)
-            rows = conn.execute("select count(*) from public.session_analytics").fetchone()[0]
-            result: dict[str, Any] = {"session_analytics_rows": rows,
-                                      "load_seconds": round(time.perf_counter() - started, 1),
-                                      "runs": runs, "target_ratio": TARGET_RATIO}
-            reads = {}
-            for who, table, query in PERSONA_QUERIES:
-                reads[f"{who.split('@')[0]} {table}"] = compare(
-                    conn, who, query, hand_filtered(conn, who, table, query), runs)
-            result["reads"] = reads
-            result["all_within_target"] = all(r["ratio"] <= TARGET_RATIO for r in reads.values())
-            result["full_scans"] = [str(scan) for scan in full_scans(conn)]
-            result["policy_forms_session_analytics"] = policy_forms(conn, runs)
-            return result
-    finally:
-        with connect(server) as admin:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(scratch)))
+    with scratch_database(database_url(url), "kit_bench_rls") as conn:
+        migrate(conn)
+        load_demo_data(conn)
+        started = time.perf_counter()
+        load_reads(conn, **load)
+        rows = conn.execute("select count(*) from public.session_analytics").fetchone()[0]
+        result: dict[str, Any] = {"session_analytics_rows": rows,
+                                  "load_seconds": round(time.perf_counter() - started, 1),
+                                  "runs": runs, "target_ratio": TARGET_RATIO}
+        reads = {}
+        for who, table, query in PERSONA_QUERIES:
+            reads[f"{who.split('@')[0]} {table}"] = compare(
+                conn, who, query, hand_filtered(conn, who, table, query), runs)
+        result["reads"] = reads
+        result["all_within_target"] = all(r["ratio"] <= TARGET_RATIO for r in reads.values())
+        result["full_scans"] = [str(scan) for scan in full_scans(conn)]
+        result["policy_forms_session_analytics"] = policy_forms(conn, runs)
+        return result

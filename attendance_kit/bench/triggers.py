@@ -18,27 +18,24 @@ statement runs in a transaction that is rolled back, so each run starts from the
 from __future__ import annotations
 
 import hashlib
-import re
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ..connection import become, connect, database_url, resolve_user, url_with_database
+from ..connection import become, database_url, resolve_user
 from ..demo import load_demo_data
 from ..errors import KitError
 from ..migrations import migrate
-from ..server import PROJECT_DIR
+from ..seed_draft import seed_sql
+from . import scratch_database
 
 ADA = "ada@attendance-kit.test"
 ENGINES_COURSE = "c0000000-0000-4000-8000-000000000001"
 BENCH_GROUP = "60000000-0000-4000-8000-0000000000be"
-SEED_DRAFT = PROJECT_DIR / "tests" / "data" / "seed_draft.md"
 BIG, SMALL = 5000, 50
 TARGETS = {"a_bulk_ratio": 3.0, "b_check_in_ratio": 1.5, "c_snapshots_per_bulk_statement": "one per session"}
 
@@ -89,26 +86,6 @@ def student_id(n: int) -> str:
 
 def _md5(text: str) -> bytes:
     return hashlib.md5(text.encode()).digest()
-
-
-def seed_sql() -> str:
-    """Every ```sql block of the seed's draft, in order (as tests/seed_draft.py extracts it)."""
-    if not SEED_DRAFT.exists():
-        raise KitError(f"the seed's draft is not at {SEED_DRAFT}: run the benchmark from a clone of the kit")
-    return "\n".join(re.findall(r"```sql\n(.*?)```", SEED_DRAFT.read_text(encoding="utf-8"), re.S))
-
-
-@contextmanager
-def scratch_database(server: str, label: str) -> Iterator[psycopg.Connection]:
-    name = f"kit_bench_triggers_{label}_{uuid.uuid4().hex[:8]}"
-    with connect(server) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    try:
-        with connect(url_with_database(server, name)) as conn:
-            yield conn
-    finally:
-        with connect(server) as admin:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def load(conn: psycopg.Connection, sessions: int, per_session: int) -> None:
@@ -222,7 +199,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         "bulk_rows": bulk_rows, "bulk_sessions": bulk_sessions, "runs": runs, "check_ins": check_ins,
         "targets": TARGETS}
 
-    with scratch_database(server, "kit") as conn:
+    with scratch_database(server, "kit_bench_triggers_kit") as conn:
         migrate(conn)
         load_demo_data(conn)
         load(conn, bulk_sessions, params["per_session"])
@@ -232,7 +209,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         teacher_bulk = bulk_ratio(conn, params, runs, who=ADA)
         teacher_check_in = check_in_ratio(conn, bulk_sessions, check_ins, who=ADA)
 
-    with scratch_database(server, "seed") as conn:
+    with scratch_database(server, "kit_bench_triggers_seed") as conn:
         migrate(conn, through="002_base_schema.sql")
         load_demo_data(conn)
         conn.execute(seed_sql())
