@@ -9,7 +9,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import bench, demo, migrations, term, verification
+from . import bench, demo, migrations, realtime, term, verification
+from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect
 from .errors import KitError
@@ -90,6 +91,14 @@ def verify_command(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def listen(args: argparse.Namespace) -> None:
+    """Print the events `--as` may see, as they are committed, until --seconds pass (or Ctrl-C)."""
+    events = realtime.listen(args.who, database_url=args.database_url, tables=args.table or (), event=args.event,
+                             filter=args.filter, seconds=args.seconds)
+    for event in events:
+        print(realtime.render_event(event, args.format), flush=True)
+
+
 def bench_startup(args: argparse.Namespace) -> None:
     print(bench.render(startup.startup(runs=args.runs), args.format))
 
@@ -100,6 +109,11 @@ def bench_rls(args: argparse.Namespace) -> None:
 
 def bench_triggers(args: argparse.Namespace) -> None:
     print(bench.render(triggers.triggers(runs=args.runs, url=args.database_url), args.format))
+
+
+def bench_realtime(args: argparse.Namespace) -> None:
+    result = bench_realtime_module.realtime(seconds=args.seconds, database_url=args.database_url)
+    print(bench.render(result, args.format))
 
 
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
@@ -129,6 +143,16 @@ def parser() -> argparse.ArgumentParser:
                      help="also generate a term of lessons for analytics (implies --demo-data)")
     mig.set_defaults(run=migrate)
 
+    ls = commands.add_parser("listen", help="print the realtime events a user may see, as they happen")
+    ls.add_argument("--as", dest="who", required=True, help="the subscriber: a UUID or email, anon, service_role")
+    ls.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
+    ls.add_argument("--table", action="append", help="a published table (repeatable; default: all)")
+    ls.add_argument("--event", default="*", help="INSERT, UPDATE, DELETE, TRUNCATE or * (default)")
+    ls.add_argument("--filter", help="Supabase's column filter, e.g. session_id=eq.<uuid> (one --table)")
+    ls.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    ls.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
+    ls.set_defaults(run=listen)
+
     bn = commands.add_parser("bench", help="benchmarks: figures measured side by side in one run")
     bench_commands = bn.add_subparsers(dest="bench_command", required=True)
     st = bench_commands.add_parser("startup", help="a new embedded cluster: to accepting connections, to migrated")
@@ -140,6 +164,11 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--database-url", help="server to create the scratch databases on (default: the kit's)")
     tr.add_argument("--format", choices=["table", "json"], default="table")
     tr.set_defaults(run=bench_triggers)
+    rt = bench_commands.add_parser("realtime", help="commit-to-delivery latency and changes/s, 1 to 500 subscribers")
+    rt.add_argument("--seconds", type=float, default=5.0, help="how long each load runs")
+    rt.add_argument("--database-url", help="server to create the scratch database on (default: the kit's)")
+    rt.add_argument("--format", choices=["table", "json"], default="table")
+    rt.set_defaults(run=bench_realtime)
     rl = bench_commands.add_parser("rls", help="persona reads under RLS vs the owner's hand-filtered reads, 1M rows")
     rl.add_argument("--runs", type=int, default=15, help="alternating runs per query (medians)")
     rl.add_argument("--database-url", help="server to create the scratch database on (default: the kit's)")

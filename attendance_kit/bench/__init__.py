@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from ..connection import connect, url_with_database
@@ -29,14 +28,13 @@ def render(result: dict[str, Any], output_format: str) -> str:
 
 
 @contextmanager
-def scratch_database(server: str, prefix: str) -> Iterator[psycopg.Connection]:
-    """A connection to a new, empty database on `server`, dropped afterwards whatever happens."""
+def scratch_database(server: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on `server`, dropped afterwards whatever happens."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with connect(server) as admin:
         admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     try:
-        with connect(url_with_database(server, name)) as conn:
-            yield conn
+        yield url_with_database(server, name)
     finally:
         with connect(server) as admin:
             admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

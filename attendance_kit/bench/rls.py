@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from ..connection import become, database_url, resolve_user
+from ..connection import become, connect, database_url, resolve_user
 from ..demo import load_demo_data
 from ..migrations import migrate
 from ..plans import PERSONA_QUERIES, full_scans
@@ -166,7 +166,7 @@ def policy_forms(conn: psycopg.Connection, runs: int) -> dict[str, dict[str, flo
 
 def rls(runs: int = 15, url: str | None = None, **load: int) -> dict[str, Any]:
     """Run the benchmark in a scratch database on the server at `url` (default: the kit's database)."""
-    with scratch_database(database_url(url), "kit_bench_rls") as conn:
+    with scratch_database(database_url(url), "kit_bench_rls") as scratch, connect(scratch) as conn:
         migrate(conn)
         load_demo_data(conn)
         started = time.perf_counter()

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..connection import become, database_url, resolve_user
+from ..connection import become, connect, database_url, resolve_user
 from ..demo import load_demo_data
 from ..errors import KitError
 from ..migrations import migrate
@@ -199,7 +199,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         "bulk_rows": bulk_rows, "bulk_sessions": bulk_sessions, "runs": runs, "check_ins": check_ins,
         "targets": TARGETS}
 
-    with scratch_database(server, "kit_bench_triggers_kit") as conn:
+    with scratch_database(server, "kit_bench_triggers_kit") as scratch, connect(scratch) as conn:
         migrate(conn)
         load_demo_data(conn)
         load(conn, bulk_sessions, params["per_session"])
@@ -209,7 +209,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         teacher_bulk = bulk_ratio(conn, params, runs, who=ADA)
         teacher_check_in = check_in_ratio(conn, bulk_sessions, check_ins, who=ADA)
 
-    with scratch_database(server, "kit_bench_triggers_seed") as conn:
+    with scratch_database(server, "kit_bench_triggers_seed") as scratch, connect(scratch) as conn:
         migrate(conn, through="002_base_schema.sql")
         load_demo_data(conn)
         conn.execute(seed_sql())

@@ -1,0 +1,175 @@
+"""`attendance-kit bench realtime`: commit-to-delivery latency and sustained changes/s of the change feed with 1,
+100 and 500 RLS-checked subscribers (distinct users with Supabase-sized JWT claims).
+
+The run works in a scratch database of its own on the server (created, migrated, dropped at the end): a teacher
+(Ada, from the demo data) and 499 students invited to her live sessions. A writer thread checks students in at a
+paced rate, ten per transaction (each transaction: ten `attendance_records` rows and the trigger's one
+`session_analytics` row, 11 changes); every subscriber listens to both tables, so every change is RLS-checked for
+every subscriber. Latency is delivery time minus the transaction's commit timestamp (the server's clock: measure on
+the same machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from ..connection import connect, supabase_claims
+from ..connection import database_url as resolve_url
+from ..demo import load_demo_data
+from ..migrations import migrate
+from ..realtime import POLL_INTERVAL, Realtime
+from . import scratch_database
+
+ADA_ID = "a0000000-0000-4000-8000-000000000001"
+ENGINES_COURSE = "c0000000-0000-4000-8000-000000000001"
+ENGINES_GROUP = "60000000-0000-4000-8000-000000000001"
+STUDENTS = 499
+PER_TRANSACTION = 10  # check-ins per writer transaction; with the analytics snapshot, 11 changes
+TABLES = ("attendance_records", "session_analytics")
+
+
+def realtime(subscribers: Sequence[int] = (1, 100, 500), rates: Sequence[int] = (1000, 3000, 5000),
+             seconds: float = 5.0, database_url: str | None = None) -> dict[str, Any]:
+    """For each subscriber count and offered rate (changes/s): delivered changes/s, latency p50/p95, and how
+    long the feed took to catch up once the writer stopped (small: it sustained the rate)."""
+    with scratch_database(resolve_url(database_url), "kit_bench_realtime") as target:
+        with connect(target) as conn:
+            migrate(conn)
+            load_demo_data(conn)
+            sessions = _populate(conn, sessions=-(-int(sum(rates) * seconds * len(subscribers) * 1.5) // STUDENTS))
+            students = [row[0] for row in conn.execute(
+                "select id from public.student_profiles where student_number like 'B-%' order by id")]
+            version = conn.execute("show server_version").fetchone()[0]
+        checkins = ((session, student) for session in sessions for student in students)
+        claims = [_claims(ADA_ID, "ada@attendance-kit.test")] + [
+            _claims(student, f"bench-{i}@attendance-kit.test") for i, student in enumerate(students)]
+        result: dict[str, Any] = {
+            "postgres": version, "cpus": os.cpu_count(), "claims_bytes": len(json.dumps(claims[-1])),
+            "changes_per_transaction": PER_TRANSACTION + 1, "seconds_per_run": seconds,
+            "poll_interval_ms": round(POLL_INTERVAL * 1000),
+        }
+        for count in subscribers:
+            for rate in rates:
+                result[f"{count} subscribers @ {rate}/s"] = _run(target, claims[:count], rate, seconds, checkins)
+        result["target"] = "500 subscribers: >= 1000 changes/s with p95 <= 200 ms (stretch: >= 3000/s)"
+        return result
+
+
+def _claims(user_id: str | uuid.UUID, email: str) -> dict[str, Any]:
+    """A JWT's claims the size Supabase Auth issues (~0.6 kB): the kit's claims plus session and auth details."""
+    now = int(time.time())
+    claims = supabase_claims("authenticated", user_id, email)
+    claims.update({
+        "exp": now + 3600, "iat": now, "phone": "", "session_id": str(uuid.uuid4()),
+        "amr": [{"method": "password", "timestamp": now}],
+        "user_metadata": {"email": email, "email_verified": True, "phone_verified": False, "sub": str(user_id),
+                          "full_name": "Bench Student"},
+    })
+    return claims
+
+
+def _populate(conn: psycopg.Connection, sessions: int) -> list[str]:
+    """499 students in Ada's group and `sessions` live sessions of her course; returns the sessions' ids."""
+    conn.execute("insert into auth.users (id, email) select gen_random_uuid(), "
+                 "'bench-' || g || '@attendance-kit.test' from generate_series(1, %s) g", [STUDENTS])
+    conn.execute("insert into public.profiles (id, full_name, role) "
+                 "select id, 'Bench Student', 'student' from auth.users where email like 'bench-%'")
+    conn.execute("insert into public.student_profiles (id, group_id, student_number) "
+                 "select id, %s, 'B-' || email from auth.users where email like 'bench-%%'", [ENGINES_GROUP])
+    return [row[0] for row in conn.execute("""
+        insert into public.live_sessions (course_id, title, group_ids, status, starts_at)
+        select %s, 'Bench lecture ' || g, array[%s::uuid], 'live', now() from generate_series(1, %s) g
+        returning id
+    """, [ENGINES_COURSE, ENGINES_GROUP, sessions])]
+
+
+def _run(url: str, claims: list[dict[str, Any]], rate: int, seconds: float, checkins: Any) -> dict[str, Any]:
+    with connect(url) as conn:  # each run starts from a vacuumed, analysed state, not amid autovacuum
+        conn.execute("vacuum (analyze) public.attendance_records, public.session_analytics")
+    with Realtime(url) as feed, _Writer(url, rate, seconds, checkins) as writer:
+        for subscriber in claims:
+            feed.subscribe(claims=subscriber, tables=list(TABLES))
+        writer.write()  # warm up: the authorisation functions are built outside the measurement
+        while feed.poll() or feed.last_poll_changes:
+            pass
+        latencies: list[float] = []
+        processed = 0
+        writer.start()
+        started = time.monotonic()
+        while processed < writer.changes or writer.is_alive():
+            polled = time.monotonic()
+            delivered = feed.poll()
+            now = time.time()
+            processed += feed.last_poll_changes
+            latencies += [now - event["commit_timestamp"].timestamp()
+                          for events in delivered.values() for event in events]
+            if not writer.is_alive() and time.monotonic() - started > 4 * seconds:
+                break  # far behind: report what was done
+            if not feed.last_poll_changes:
+                time.sleep(max(0.0, feed.poll_interval - (time.monotonic() - polled)))
+        finished = time.monotonic()
+    if writer.error is not None:
+        raise writer.error
+    latencies.sort()
+    return {
+        "offered_changes_per_s": round(writer.changes / max(writer.elapsed, 1e-9)),
+        "changes_per_s": round(processed / (finished - started)),
+        "p50_ms": round(_percentile(latencies, 0.50) * 1000),
+        "p95_ms": round(_percentile(latencies, 0.95) * 1000),
+        "deliveries": len(latencies),
+        # After the writer stopped, how long until every change was delivered; None: it never caught up.
+        "caught_up_ms": round((finished - started - writer.elapsed) * 1000) if processed >= writer.changes else None,
+    }
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    return values[min(len(values) - 1, int(fraction * len(values)))] if values else float("nan")
+
+
+class _Writer(threading.Thread):
+    """Checks students in, PER_TRANSACTION per transaction, paced to `rate` changes/s for `seconds`."""
+
+    def __init__(self, url: str, rate: int, seconds: float, checkins: Any) -> None:
+        super().__init__(daemon=True)
+        self.rate, self.seconds, self.checkins = rate, seconds, checkins
+        self.changes = 0
+        self.elapsed = 0.0
+        self.error: BaseException | None = None
+        self._conn = connect(url)
+
+    def write(self) -> int:
+        """One transaction; returns its changes: the check-ins and one analytics snapshot per session."""
+        batch = [next(self.checkins) for _ in range(PER_TRANSACTION)]
+        self._conn.execute("insert into public.attendance_records (session_id, student_id) "
+                           "select * from unnest(%s::uuid[], %s::uuid[])",
+                           [[session for session, _ in batch], [student for _, student in batch]])
+        return PER_TRANSACTION + len({session for session, _ in batch})
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < self.seconds:
+                self.changes += self.write()
+                ahead = self.changes / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except BaseException as error:  # reported by the measuring thread
+            self.error = error
+        finally:
+            self.elapsed = time.monotonic() - started
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.is_alive():
+            self.join()
+        self._conn.close()
