@@ -22,8 +22,6 @@ from attendance_kit import connect, load_demo_data, migrate
 from attendance_kit.connection import url_with_database
 from attendance_kit.server import Cluster
 
-TEMPLATE = "kit_test_template"
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--database-url", help="run the database tests on this server instead of an embedded one")
@@ -39,6 +37,9 @@ class DatabaseServer:
         url = config.getoption("--database-url") or os.environ.get("ATTENDANCE_KIT_TEST_DATABASE_URL")
         self.cluster = None if url else Cluster(self.scratch / "server")
         self.url = url or self.cluster.up()
+        # Names carry the process id: parallel workers may share one server (--database-url).
+        self._prefix = f"kit_test_{os.getpid()}"
+        self._template = f"{self._prefix}_template"
         self._names = itertools.count(1)
         self._template_ready = False
 
@@ -47,14 +48,14 @@ class DatabaseServer:
 
     def fresh_database(self, migrated: bool) -> str:
         """Create a new database and return its URL."""
-        name = f"kit_test_{os.getpid()}_{next(self._names)}"
+        name = f"{self._prefix}_{next(self._names)}"
         if migrated and not self._template_ready:
-            self._create(TEMPLATE, template="template0")
-            with connect(self.url_for(TEMPLATE)) as conn:
+            self._create(self._template, template="template0")
+            with connect(self.url_for(self._template)) as conn:
                 migrate(conn)
                 load_demo_data(conn)
             self._template_ready = True
-        self._create(name, template=TEMPLATE if migrated else "template0")
+        self._create(name, template=self._template if migrated else "template0")
         return self.url_for(name)
 
     def _create(self, name: str, template: str) -> None:
@@ -65,7 +66,8 @@ class DatabaseServer:
 
     def close(self) -> None:
         with connect(self.url) as conn:
-            names = conn.execute("select datname from pg_database where datname like 'kit_test_%'").fetchall()
+            names = conn.execute("select datname from pg_database where starts_with(datname, %s)",
+                                 [self._prefix + "_"]).fetchall()
             for (name,) in names:
                 conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
         if self.cluster:
