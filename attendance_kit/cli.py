@@ -9,11 +9,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import psycopg
+
 from . import bench, demo, migrations, realtime, term, verification
 from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect
-from .errors import KitError
+from .errors import KitError, one_line
 from .server import PROJECT_DIR, Cluster
 
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
@@ -117,7 +119,7 @@ def bench_realtime(args: argparse.Namespace) -> None:
 
 
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
-    url = args.database_url or Cluster().up(port=args.port)
+    url = args.database_url or os.environ.get(URL_VARIABLE) or Cluster().up(port=args.db_port)
     migrate_and_seed(url, demo_data=True)
     env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={NOTEBOOKS_DIR}", *jupyter_args]
@@ -181,8 +183,8 @@ def parser() -> argparse.ArgumentParser:
     ver.set_defaults(run=verify_command)
 
     jl = commands.add_parser("lab", help="database up, then JupyterLab on notebooks/ (extra args go to jupyter)")
-    jl.add_argument("--database-url", help="use this database instead of the embedded cluster")
-    jl.add_argument("--port", type=int, help="port for the embedded cluster")
+    jl.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
+    jl.add_argument("--db-port", type=int, help="port for the embedded cluster (--port is JupyterLab's)")
     jl.set_defaults(run=lab)
     return top
 
@@ -198,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.run(args) or 0
     except KitError as error:
         print(f"attendance-kit: error: {error}", file=sys.stderr)
+        return 1
+    except psycopg.Error as error:  # the database refused: say what it said, in one line
+        print(f"attendance-kit: error: the database said: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

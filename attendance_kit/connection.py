@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import sqlalchemy
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .errors import KitError
+from .errors import KitError, one_line
 
 URL_VARIABLE = "ATTENDANCE_KIT_DATABASE_URL"
 MINIMUM_SERVER_VERSION = 150000
@@ -59,10 +60,10 @@ def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection:
     try:
         conn = psycopg.connect(target, autocommit=True, **kwargs)
     except psycopg.OperationalError as error:
-        raise KitError(f"cannot connect to {_redacted(target)}: {_one_line(error)} "
+        raise KitError(f"cannot connect to {_redacted(target)}: {one_line(error)} "
                        f"(check the URL, e.g. postgresql://user:password@host:5432/dbname)") from None
     except psycopg.ProgrammingError as error:
-        raise KitError(f"not a valid database URL {_redacted(target)!r}: {_one_line(error)} "
+        raise KitError(f"not a valid database URL {_redacted(target)!r}: {one_line(error)} "
                        "(expected postgresql://user:password@host:5432/dbname)") from None
     check_server_version(conn)
     return conn
@@ -137,16 +138,7 @@ def become(cur: psycopg.Cursor, role: str, claims: dict[str, Any]) -> None:
     cur.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
 
 
-def _one_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return "; ".join(lines) or type(error).__name__
-
-
 def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, at, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    """The URL (or key=value string) without its password, for messages."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", r"\1***", url)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from IPython.display import Markdown
 
-from .errors import KitError
+from .errors import KitError, one_line
 from .server import PROJECT_DIR
 
 SQL_DIR = PROJECT_DIR / "sql"
@@ -113,5 +113,4 @@ def execute_sql(conn: psycopg.Connection, name: str, text: str) -> None:
         # Without parameters psycopg sends the simple query protocol, so a file may hold many statements.
         conn.execute(text)
     except psycopg.Error as error:
-        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise KitError(f"sql/{name} failed: {detail}") from None
+        raise KitError(f"sql/{name} failed: {one_line(error)}") from None

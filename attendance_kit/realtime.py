@@ -52,7 +52,7 @@ from psycopg import sql
 from psycopg.pq import Format
 
 from .connection import API_ROLES, connect, require_logical_decoding, resolve_user
-from .errors import KitError
+from .errors import KitError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ class ChangeFeed:
                 [self.slot_name, self.max_messages, _quoted_name(self.publication)],
             ).fetchall()
         except psycopg.OperationalError as error:
-            raise KitError(f"lost the change feed's connection (its slot is gone with it): {_first_line(error)}"
+            raise KitError(f"lost the change feed's connection (its slot is gone with it): {one_line(error)}"
                            ) from None
         changes: list[Change] = []
         for (data,) in rows:
@@ -817,10 +817,6 @@ def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
     return [[i in group for i in range(1, count + 1)] for group in covered] if count else []
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().split("\n", 1)[0]
-
-
 def _text(value: RawValue) -> str | None:
     return None if value is None or value is UNCHANGED_TOAST else value.decode()
 
@@ -1090,7 +1086,7 @@ class Realtime:
                 except psycopg.Error:  # an error is no permission: that subscriber receives nothing
                     failed.append(subscribers[i].name)
             log.warning("realtime: %d subscriber(s) receive nothing of this batch (%s): %s", len(failed),
-                        ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""), _first_line(error))
+                        ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""), one_line(error))
         if any(s < 0 for s, _, _, _ in rows):
             return None
         return rows

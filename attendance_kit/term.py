@@ -6,7 +6,8 @@ chronically absent), connections rise and fall, the teacher records the absent, 
 reason, and ends the session. Every write is made as the person who would make it (`as_user` semantics),
 stamped with the lesson's time through the `attendance_kit.as_of` setting, so `session_analytics`,
 `attendance_status_changes` and `session_status_changes` are produced by the kit's own triggers, at fixed
-times. The same seed and sizes give the same term, ids included.
+times. The same seed and sizes give the same term, ids included. Each lesson is one transaction, so an
+interrupted run leaves whole lessons only, and running it again adds the missing ones.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ LATE_CORRECTION = "arrived after the first half"
 @dataclass(frozen=True)
 class Student:
     id: str
-    email: str
     group_id: str
     absence: float  # probability of missing a lesson
     lateness: float  # probability of arriving late when present
@@ -71,21 +71,23 @@ def term_id(label: str) -> str:
 
 def load_demo_term(conn: psycopg.Connection, size: TermSize = TermSize(),
                    progress: Callable[[int, int], None] | None = None) -> bool:
-    """Generate the term on top of the personas (`load_demo_data` first); False if it is already there."""
-    first_lesson = term_id(f"lesson-{COURSES[0][0]}-0")
-    if conn.execute("select 1 from public.live_sessions where id = %s", [first_lesson]).fetchone():
-        return False
-    rng = random.Random(size.seed)
-    students = _enrol(conn, rng, size)
+    """Generate the term on top of the personas (`load_demo_data` first); False if it was all there already."""
+    students = _enrol(conn, size)
     lessons = [(week, course) for week in range(size.weeks) for course in COURSES]
+    held = False
     for done, (week, course) in enumerate(lessons, 1):
-        _hold_lesson(conn, rng, week, course, [s for s in students if s.group_id == course[3]])
+        lesson = term_id(f"lesson-{course[0]}-{week}")
+        if not conn.execute("select 1 from public.live_sessions where id = %s", [lesson]).fetchone():
+            with conn.transaction():
+                _hold_lesson(conn, random.Random(f"{size.seed}:{lesson}"), lesson, week, course,
+                             [s for s in students if s.group_id == course[3]])
+            held = True
         if progress:
             progress(done, len(lessons))
-    return True
+    return held
 
 
-def _enrol(conn: psycopg.Connection, rng: random.Random, size: TermSize) -> list[Student]:
+def _enrol(conn: psycopg.Connection, size: TermSize) -> list[Student]:
     """The third teacher, course and group, and generated students filling every group to `group_size`."""
     with conn.transaction():
         conn.execute("insert into auth.users (id, email) values (%s, %s) on conflict do nothing", ALAN[:2])
@@ -97,50 +99,59 @@ def _enrol(conn: psycopg.Connection, rng: random.Random, size: TermSize) -> list
                      "on conflict do nothing", [COMPUTABILITY[0], ALAN[0]])
         students = []
         for _, _, _, group_id, _ in COURSES:
-            members = conn.execute("select sp.id, u.email from public.student_profiles sp "
-                                   "join auth.users u on u.id = sp.id where sp.group_id = %s order by u.email",
-                                   [group_id]).fetchall()
+            members = [str(row[0]) for row in conn.execute(
+                "select id from public.student_profiles where group_id = %s and student_number not like 'T-%%' "
+                "order by id", [group_id])]
             for n in range(len(members), size.group_size):
-                first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-                student_id = term_id(f"student-{group_id}-{n}")
-                email = f"{first}.{last}.{n}@attendance-kit.test".lower()
-                conn.execute("insert into auth.users (id, email) values (%s, %s)", [student_id, email])
-                conn.execute("insert into public.profiles (id, full_name, role) values (%s, %s, 'student')",
-                             [student_id, f"{first} {last}"])
-                conn.execute("insert into public.student_profiles (id, group_id, student_number) "
-                             "values (%s, %s, %s)", [student_id, group_id, f"T-{group_id[-1]}{n:03d}"])
-                members.append((student_id, email))
-            for student_id, email in members:
+                members.append(_generated_student(conn, random.Random(f"{size.seed}:{group_id}:{n}"), group_id, n))
+            for student_id in members:
+                rng = random.Random(f"{size.seed}:{student_id}")
                 chronic = rng.random() < 0.12
-                students.append(Student(str(student_id), email, group_id,
+                students.append(Student(student_id, group_id,
                                         absence=rng.uniform(0.35, 0.6) if chronic else rng.uniform(0.02, 0.12),
                                         lateness=rng.uniform(0.05, 0.3)))
     return students
 
 
+def _generated_student(conn: psycopg.Connection, rng: random.Random, group_id: str, n: int) -> str:
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    student_id = term_id(f"student-{group_id}-{n}")
+    email = f"{first}.{last}.{n}@attendance-kit.test".lower()
+    conn.execute("insert into auth.users (id, email) values (%s, %s) on conflict do nothing", [student_id, email])
+    conn.execute("insert into public.profiles (id, full_name, role) values (%s, %s, 'student') "
+                 "on conflict do nothing", [student_id, f"{first} {last}"])
+    conn.execute("insert into public.student_profiles (id, group_id, student_number) values (%s, %s, %s) "
+                 "on conflict do nothing", [student_id, group_id, f"T-{group_id[-1]}{n:03d}"])
+    return student_id
+
+
 @contextmanager
 def _acting(conn: psycopg.Connection, who: tuple[str, dict[str, Any]], when: datetime,
             reason: str | None = None) -> Iterator[psycopg.Cursor]:
-    """One request by `who` at lesson time `when` (and with a change reason), like an API call."""
+    """One request by `who` at lesson time `when` (and with a change reason), like an API call.
+
+    It runs in a savepoint of the lesson's transaction; what it set is undone at its end, so the next step
+    starts as the owner again.
+    """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select set_config('attendance_kit.as_of', %s, true), "
                     "set_config('attendance_kit.change_reason', %s, true)", [when.isoformat(), reason or ""])
         become(cur, *who)
         yield cur
+        cur.execute("set local role none")
+        cur.execute("select set_config('request.jwt.claims', '', true), set_config('attendance_kit.as_of', '', true), "
+                    "set_config('attendance_kit.change_reason', '', true)")
 
 
-def _hold_lesson(conn: psycopg.Connection, rng: random.Random, week: int, course: tuple,
+def _hold_lesson(conn: psycopg.Connection, rng: random.Random, lesson: str, week: int, course: tuple,
                  students: list[Student]) -> None:
     course_id, title, teacher_email, group_id, hour = course
     start = TERM_START + timedelta(weeks=week, hours=hour)
-    lesson = term_id(f"lesson-{course_id}-{week}")
     teacher = resolve_user(conn, teacher_email)
     server = ("service_role", supabase_claims("service_role"))
-    with conn.transaction():
-        conn.execute("insert into public.live_sessions (id, course_id, title, group_ids, starts_at, ends_at) "
-                     "values (%s, %s, %s, %s, %s, %s)",
-                     [lesson, course_id, f"{title}: lecture {week + 2}", [group_id], start,
-                      start + timedelta(minutes=90)])
+    conn.execute("insert into public.live_sessions (id, course_id, title, group_ids, starts_at, ends_at) "
+                 "values (%s, %s, %s, %s, %s, %s)",
+                 [lesson, course_id, f"{title}: lecture {week + 2}", [group_id], start, start + timedelta(minutes=90)])
 
     with _acting(conn, teacher, start - timedelta(minutes=5), "lesson starts") as cur:
         cur.execute("update public.live_sessions set status = 'live' where id = %s", [lesson])
@@ -186,7 +197,7 @@ def _arrival(rng: random.Random, student: Student, start: datetime) -> datetime:
 
 
 def _student_claims(student: Student) -> tuple[str, dict[str, Any]]:
-    return "authenticated", supabase_claims("authenticated", uuid.UUID(student.id), student.email)
+    return "authenticated", supabase_claims("authenticated", uuid.UUID(student.id))
 
 
 def _correct(conn: psycopg.Connection, rng: random.Random, teacher: tuple[str, dict[str, Any]], lesson: str,

@@ -18,9 +18,9 @@ import yaml
 from psycopg import sql
 
 from .connection import become, resolve_user
-from .errors import KitError
+from .errors import KitError, one_line
 from .lints import Finding, run_lints
-from .migrations import SQL_DIR
+from .migrations import SQL_DIR, migration_status
 
 CONTRACT_FILE = SQL_DIR / "access_contract.yaml"
 WRITES = ("insert", "update", "delete")
@@ -43,18 +43,20 @@ class Check:
 class Contract:
     personas: dict[str, str]
     ids: dict[str, str]
+    sets: dict[str, str]
     setup: str
     tables: dict[str, dict[str, Any]]
 
     @classmethod
     def load(cls, path: Path = CONTRACT_FILE) -> Contract:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return cls(data["personas"], data["ids"], data.get("setup", ""), data["tables"])
+        return cls(data["personas"], data["ids"], data.get("sets", {}), data.get("setup", ""), data["tables"])
 
     def fill(self, text: str) -> str:
-        """The contract's text with each ${name} replaced by its id."""
+        """The contract's text with each ${name} replaced by its id, or by its set's query."""
         try:
-            return string.Template(text).substitute(self.ids)
+            sets = {name: string.Template(query).substitute(self.ids) for name, query in self.sets.items()}
+            return string.Template(text).substitute({**self.ids, **sets})
         except KeyError as error:
             raise KitError(f"the access contract uses ${{{error.args[0]}}} but does not list it under ids") from None
 
@@ -119,6 +121,9 @@ class Verification:
 
 def verify(conn: psycopg.Connection, contract: Contract | None = None) -> Verification:
     """Run the access contract and the lints; the database is left exactly as it was."""
+    pending = [m["migration"] for m in migration_status(conn) if m["status"] == "pending"]
+    if pending:
+        raise KitError(f"this database lacks {', '.join(pending)}: run `attendance-kit migrate --demo-data` first")
     contract = contract or Contract.load()
     return Verification(run_contract(conn, contract), run_lints(conn) + contract_lints(conn, contract))
 
@@ -161,7 +166,7 @@ def _try_select(conn: psycopg.Connection, role: str, claims: dict, check: Check,
     except psycopg.errors.InsufficientPrivilege:
         return "denied", expected_ids is None
     except psycopg.Error as error:
-        return f"error: {_one_line(error)}", False
+        return f"error: {one_line(error)}", False
     if expected_ids is None:
         return _rows(len(seen)), False
     if seen == expected_ids:
@@ -181,9 +186,9 @@ def _try_write(conn: psycopg.Connection, role: str, claims: dict, statement: str
             become(cur, role, claims)
             changed = cur.execute(statement).rowcount
     except psycopg.errors.InsufficientPrivilege as error:
-        return f"denied: {_one_line(error)}"
+        return f"denied: {one_line(error)}"
     except psycopg.Error as error:
-        return f"error: {_one_line(error)}"
+        return f"error: {one_line(error)}"
     return f"allowed: {_rows(changed)}" if changed > 0 else "denied: no row changed"
 
 
@@ -209,15 +214,15 @@ def contract_lints(conn: psycopg.Connection, contract: Contract) -> list[Finding
 
 
 def _privileges(conn: psycopg.Connection, role: str, table: str) -> set[str]:
-    """Table-level or column-level privileges of `role` on public.`table`."""
+    """Every privilege `role` holds on public.`table`, table-level or on any column."""
     row = conn.execute("""
         select has_any_column_privilege(%(role)s, %(table)s, 'select'),
                has_any_column_privilege(%(role)s, %(table)s, 'insert'),
                has_any_column_privilege(%(role)s, %(table)s, 'update'),
-               has_table_privilege(%(role)s, %(table)s, 'delete')
+               has_table_privilege(%(role)s, %(table)s, 'delete'),
+               has_table_privilege(%(role)s, %(table)s, 'truncate'),
+               has_any_column_privilege(%(role)s, %(table)s, 'references'),
+               has_table_privilege(%(role)s, %(table)s, 'trigger')
     """, {"role": role, "table": f"public.{table}"}).fetchone()
-    return {op for op, held in zip(("select", *WRITES), row, strict=True) if held}
-
-
-def _one_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    names = ("select", *WRITES, "truncate", "references", "trigger")
+    return {name for name, held in zip(names, row, strict=True) if held}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import psycopg
@@ -91,3 +92,20 @@ def test_a_teacher_queries_only_their_lessons_and_the_numbers_add_up(server) -> 
             where student_id = 'b0000000-0000-4000-8000-000000000001'
         """)
         assert sam.loc[0, "lessons"] == 2
+
+
+def test_an_interrupted_term_is_completed_by_running_it_again(server) -> None:
+    with term_db(server.fresh_database(migrated=False)) as whole, \
+            connect(server.fresh_database(migrated=False)) as resumed:
+        migrate(resumed)
+        load_demo_data(resumed)
+
+        def interrupt(done: int, total: int) -> None:
+            if done == 2:
+                raise KeyboardInterrupt
+
+        with contextlib.suppress(KeyboardInterrupt):
+            load_demo_term(resumed, SMALL, progress=interrupt)
+        assert resumed.execute("select count(*) from live_sessions where status = 'ended'").fetchone()[0] == 2
+        assert load_demo_term(resumed, SMALL) is True
+        assert fingerprint(resumed) == fingerprint(whole)
