@@ -50,10 +50,13 @@ class DatabaseServer:
         """Create a new database and return its URL."""
         name = f"{self._prefix}_{next(self._names)}"
         if migrated and not self._template_ready:
-            self._create(self._template, template="template0")
-            with connect(self.url_for(self._template)) as conn:
-                migrate(conn)
-                load_demo_data(conn)
+            # Roles are server-wide: workers sharing a server (--database-url) migrate one at a time.
+            with connect(self.url) as lock:
+                lock.execute("select pg_advisory_lock(4736002)")
+                self._create(self._template, template="template0")
+                with connect(self.url_for(self._template)) as conn:
+                    migrate(conn)
+                    load_demo_data(conn)
             self._template_ready = True
         self._create(name, template=self._template if migrated else "template0")
         return self.url_for(name)

@@ -817,6 +817,12 @@ def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
     return [[i in group for i in range(1, count + 1)] for group in covered] if count else []
 
 
+def _lost(error: psycopg.Error) -> KitError:
+    """A lost connection ends the feed: the batch is consumed from the slot, so going on would drop events."""
+    return KitError(f"realtime lost a connection while authorising a batch ({one_line(error)}): stopping "
+                    "rather than dropping its events")
+
+
 def _text(value: RawValue) -> str | None:
     return None if value is None or value is UNCHANGED_TOAST else value.decode()
 
@@ -1078,11 +1084,15 @@ class Realtime:
 
         try:
             rows = run(share)
+        except psycopg.OperationalError as error:
+            raise _lost(error) from None
         except psycopg.Error as error:
             rows, failed = [], []
             for i in share:
                 try:
                     rows += run([i])
+                except psycopg.OperationalError as lost:
+                    raise _lost(lost) from None
                 except psycopg.Error:  # an error is no permission: that subscriber receives nothing
                     failed.append(subscribers[i].name)
             log.warning("realtime: %d subscriber(s) receive nothing of this batch (%s): %s", len(failed),
@@ -1194,11 +1204,6 @@ def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Seq
         realtime.subscribe(who, tables=list(tables) or None, event=event, filter=filter)
         for _subscriber, item in realtime.stream(seconds):
             yield item
-
-
-def jsonable(event: Event) -> dict[str, Any]:
-    """The event with JSON-ready values (timestamps ISO 8601, UUIDs and decimals as strings)."""
-    return json.loads(json.dumps(event, default=_json_default))
 
 
 def render_event(event: Event, output_format: str = "jsonl") -> str:

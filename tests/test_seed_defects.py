@@ -185,6 +185,6 @@ def test_the_seeds_draft_fails_the_linter_and_the_kit_passes_it(seed: psycopg.Co
                                                                 conn: psycopg.Connection) -> None:
     assert {f.lint for f in run_lints(seed)} == {
         "rls_disabled_in_public", "policy_exists_rls_disabled", "function_search_path_mutable",
-        "unindexed_foreign_keys", "published_table_without_select_policy",
+        "unindexed_foreign_keys", "published_table_without_select_policy", "truncate_granted_to_api_role",
     }
     assert run_lints(conn) == []

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,13 +17,27 @@ from attendance_kit import KitError
 from attendance_kit.server import Account, Cluster, installed_bin_dir, reachable_bin_dir
 
 
+@pytest.fixture
+def new_cluster(scratch_dir: Path) -> Iterator[Callable[[], Cluster]]:
+    """Clusters of the test's own, stopped at teardown even when an assertion failed."""
+    made: list[Cluster] = []
+
+    def make() -> Cluster:
+        made.append(Cluster(scratch_dir / f"state{len(made)}"))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.down()
+
+
 def table_exists(url: str, name: str) -> bool:
     with psycopg.connect(url) as conn:
         return conn.execute("select to_regclass(%s) is not null", [name]).fetchone()[0]
 
 
-def test_up_starts_a_logical_cluster_reuses_it_and_stops_it(scratch_dir: Path) -> None:
-    cluster = Cluster(scratch_dir / "state")
+def test_up_starts_a_logical_cluster_reuses_it_and_stops_it(new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
     url = cluster.up()
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("select current_setting('wal_level')").fetchone()[0] == "logical"
@@ -41,8 +56,8 @@ def test_up_starts_a_logical_cluster_reuses_it_and_stops_it(scratch_dir: Path) -
     cluster.down()
 
 
-def test_up_recovers_after_the_postmaster_is_killed(scratch_dir: Path) -> None:
-    cluster = Cluster(scratch_dir / "state")
+def test_up_recovers_after_the_postmaster_is_killed(new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
     url = cluster.up()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create table survives (id int)")
@@ -55,8 +70,8 @@ def test_up_recovers_after_the_postmaster_is_killed(scratch_dir: Path) -> None:
     cluster.down()
 
 
-def test_up_recovers_a_pid_file_naming_a_live_process_that_is_not_postgres(scratch_dir: Path) -> None:
-    cluster = Cluster(scratch_dir / "state")
+def test_up_recovers_a_pid_file_naming_a_live_process_that_is_not_postgres(new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
     url = cluster.up()
     cluster.down()
     # After a crash and a reboot the old pid may belong to anything, here: this test's own process.
@@ -65,12 +80,12 @@ def test_up_recovers_a_pid_file_naming_a_live_process_that_is_not_postgres(scrat
     cluster.down()
 
 
-def test_a_taken_port_stops_with_one_line_and_deletes_nothing(scratch_dir: Path) -> None:
+def test_a_taken_port_stops_with_one_line_and_deletes_nothing(new_cluster: Callable[[], Cluster]) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        cluster = Cluster(scratch_dir / "state")
+        cluster = new_cluster()
         with pytest.raises(KitError, match=rf"port {port} on 127.0.0.1 is in use .*--port \d+"):
             cluster.up(port=port)
     assert (cluster.data_dir / "PG_VERSION").exists()
@@ -78,8 +93,8 @@ def test_a_taken_port_stops_with_one_line_and_deletes_nothing(scratch_dir: Path)
     cluster.down()
 
 
-def test_a_data_directory_of_another_major_version_is_refused_untouched(scratch_dir: Path) -> None:
-    cluster = Cluster(scratch_dir / "state")
+def test_a_data_directory_of_another_major_version_is_refused_untouched(new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
     cluster.up()
     cluster.down()
     older = cluster.major_version() - 1
@@ -126,8 +141,8 @@ def test_root_runs_an_unreachable_install_from_a_world_readable_copy(
     assert oct(private.stat().st_mode & 0o777) == "0o700"
 
 
-def test_as_root_the_server_runs_as_an_unprivileged_account(scratch_dir: Path) -> None:
-    cluster = Cluster(scratch_dir / "state")
+def test_as_root_the_server_runs_as_an_unprivileged_account(new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
     cluster.up()
     owner = subprocess.run(["ps", "-o", "user=", "-p", str(cluster.running_pid())],
                            capture_output=True, text=True).stdout.strip()
