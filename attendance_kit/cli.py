@@ -157,25 +157,23 @@ def parser() -> argparse.ArgumentParser:
 
     bn = commands.add_parser("bench", help="benchmarks: figures measured side by side in one run")
     bench_commands = bn.add_subparsers(dest="bench_command", required=True)
-    st = bench_commands.add_parser("startup", help="a new embedded cluster: to accepting connections, to migrated")
-    st.add_argument("--runs", type=int, default=3)
-    st.add_argument("--format", choices=["table", "json"], default="table")
-    st.set_defaults(run=bench_startup)
-    tr = bench_commands.add_parser("triggers", help="the analytics trigger: bulk and per-check-in cost, kit vs seed")
-    tr.add_argument("--runs", type=int, default=5, help="runs per measurement (medians)")
-    tr.add_argument("--database-url", help="server to create the scratch databases on (default: the kit's)")
-    tr.add_argument("--format", choices=["table", "json"], default="table")
-    tr.set_defaults(run=bench_triggers)
-    rt = bench_commands.add_parser("realtime", help="commit-to-delivery latency and changes/s, 1 to 500 subscribers")
-    rt.add_argument("--seconds", type=float, default=5.0, help="how long each load runs")
-    rt.add_argument("--database-url", help="server to create the scratch database on (default: the kit's)")
-    rt.add_argument("--format", choices=["table", "json"], default="table")
-    rt.set_defaults(run=bench_realtime)
-    rl = bench_commands.add_parser("rls", help="persona reads under RLS vs the owner's hand-filtered reads, 1M rows")
-    rl.add_argument("--runs", type=int, default=15, help="alternating runs per query (medians)")
-    rl.add_argument("--database-url", help="server to create the scratch database on (default: the kit's)")
-    rl.add_argument("--format", choices=["table", "json"], default="table")
-    rl.set_defaults(run=bench_rls)
+    benchmarks = [  # name, help, what it runs, its own option (a flag, a type, a default, a help)
+        ("startup", "a new embedded cluster: to accepting connections, to migrated", bench_startup,
+         ("--runs", int, 3, "fresh clusters to time (median)")),
+        ("triggers", "the analytics trigger: bulk and per-check-in cost, kit vs seed", bench_triggers,
+         ("--runs", int, 5, "runs per measurement (medians)")),
+        ("realtime", "commit-to-delivery latency and changes/s, 1 to 500 subscribers", bench_realtime,
+         ("--seconds", float, 5.0, "how long each load runs")),
+        ("rls", "persona reads under RLS vs the owner's hand-filtered reads, 1M rows", bench_rls,
+         ("--runs", int, 15, "alternating runs per query (medians)")),
+    ]
+    for name, description, run, (flag, kind, default, flag_help) in benchmarks:
+        command = bench_commands.add_parser(name, help=description)
+        command.add_argument(flag, type=kind, default=default, help=flag_help)
+        if name != "startup":  # startup makes clusters of its own
+            command.add_argument("--database-url", help="server for the scratch databases (default: the kit's)")
+        command.add_argument("--format", choices=["table", "json"], default="table")
+        command.set_defaults(run=run)
 
     ver = commands.add_parser("verify", help="check the access contract for real, and the catalog lints")
     ver.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
