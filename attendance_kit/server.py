@@ -191,7 +191,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on the port now. Like PostgreSQL, ignore connections of a previous
+    server still in TIME_WAIT (SO_REUSEADDR), which would otherwise block a quick restart."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
