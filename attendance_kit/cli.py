@@ -123,6 +123,8 @@ def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     migrate_and_seed(url, demo_data=True)
     env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={NOTEBOOKS_DIR}", *jupyter_args]
+    if os.geteuid() == 0:  # e.g. in a container: JupyterLab refuses root unless told
+        command.append("--allow-root")
     os.execvpe(command[0], command, env)
 
 
