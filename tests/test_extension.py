@@ -145,3 +145,21 @@ def test_each_lint_catches_its_problem(conn: psycopg.Connection, mutation: str, 
     assert run_lints(conn) == []
     conn.execute(mutation)
     assert [(f.lint, f.object) for f in run_lints(conn) if f.lint == lint] == [(lint, obj)]
+
+
+def test_a_sessions_groups_decide_who_reads_its_channels_as_they_change(conn: psycopg.Connection) -> None:
+    conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')", [ENGINES])
+    compilers_group = "60000000-0000-4000-8000-000000000002"
+
+    def olive_sees() -> int:
+        with as_user(conn, OLIVE) as cur:
+            return cur.execute("select count(*) as n from websocket_channels").fetchone()["n"]
+
+    assert olive_sees() == 0
+    conn.execute("update live_sessions set group_ids = group_ids || %s::uuid where id = %s", [compilers_group, ENGINES])
+    assert olive_sees() == 1
+    conn.execute("update live_sessions set group_ids = '{}' where id = %s", [ENGINES])
+    assert olive_sees() == 0
+    conn.execute("delete from live_sessions where id = %s", [ENGINES])
+    assert conn.execute("select count(*) from private.session_groups where session_id = %s",
+                        [ENGINES]).fetchone()[0] == 0
