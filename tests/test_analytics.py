@@ -246,13 +246,13 @@ def test_concurrent_writers_leave_the_newest_snapshot_true(db_url: str, ops: tup
 def test_the_seeds_trigger_loses_concurrent_check_ins(seed_url: str) -> None:
     students = prepare(seed_url)
     after_each_round = run_workload(seed_url, students, CHECK_INS)
-    # In every round, every writer's snapshots counted its own 3 check-ins per session but none of the other
-    # seven writers' 21, whichever of them is the newest.
+    # In every round the newest snapshot of every session misses check-ins the other writers committed
+    # (typically all 21 of the other seven writers': each snapshot counted its own 3 per session).
     assert len(after_each_round) == ROUNDS
     for wrong in after_each_round:
         assert sorted(wrong) == SESSIONS
         for snapshot, counted in wrong.values():
-            assert snapshot[0] == counted[0] - (WORKERS - 1) * 3
+            assert snapshot[0] < counted[0]
 
 
 def test_the_seeds_trigger_is_right_when_check_ins_do_not_overlap(seed_url: str) -> None:
