@@ -14,7 +14,7 @@ import psycopg
 from . import bench, demo, migrations, realtime, term, verification
 from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
-from .connection import URL_VARIABLE, connect
+from .connection import URL_VARIABLE, connect, require_logical_decoding
 from .errors import KitError, one_line
 from .server import PROJECT_DIR, Cluster
 
@@ -36,10 +36,10 @@ def migrate_and_seed(url: str | None, demo_data: bool, demo_term: bool = False) 
         if demo_term:
             loaded = term.load_demo_term(conn, progress=show_progress("demo term: lessons"))
             say("demo term loaded" if loaded else "demo term: already loaded")
-        level = conn.execute("select current_setting('wal_level')").fetchone()[0]
-        if level != "logical":
-            say(f"note: wal_level is {level!r}; the realtime steps need 'logical' "
-                "(ALTER SYSTEM SET wal_level = logical, then restart the server)")
+        try:
+            require_logical_decoding(conn)
+        except KitError as missing:  # only the realtime steps need it: a note, not an error
+            say(f"note: {missing}")
 
 
 def show_progress(label: str) -> Callable[[int, int], None]:
