@@ -14,7 +14,8 @@ import psycopg
 # Schemas whose functions must pin their search_path (the auth shim's functions mirror Supabase's own).
 FUNCTION_SCHEMAS = ("public", "private")
 # Calls that depend only on the request, and so belong in an initplan: (select auth.uid()), not auth.uid().
-REQUEST_CALL = r"(auth\.(uid|jwt|role|email)\(\)|current_setting\()"
+# private.current_user_id() is the kit's auth.uid() for policies (sql/011).
+REQUEST_CALL = r"(auth\.(uid|jwt|role|email)\(\)|private\.current_user_id\(\)|current_setting\()"
 # Schemas that belong to PostgreSQL or to Supabase itself, not to the project.
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "auth", "extensions", "graphql",
                   "graphql_public", "realtime", "storage", "vault", "pgsodium", "supabase_functions",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import psycopg
 
-from attendance_kit.bench.rls import POLICY_FORMS, load_reads, rls
+from attendance_kit import as_user
+from attendance_kit.bench import render
+from attendance_kit.bench.rls import ADA, POLICY_FORMS, SAM, load_reads, rls
 from attendance_kit.plans import PERSONA_QUERIES, full_scans, plan_as
 
 THRESHOLD = 2000  # rows: the generated tables below are larger, but websocket_channels (1,200 rows)
@@ -38,3 +40,29 @@ def test_the_rls_benchmark_measures_every_persona_read(server) -> None:
     assert all(read["persona_ms"] > 0 and read["owner_ms"] > 0 for read in result["reads"].values())
     assert list(result["policy_forms_session_analytics"]) == list(POLICY_FORMS)
     assert result["session_analytics_rows"] >= 60 * 20
+    table = render(result, "table").splitlines()
+    assert any(line.split() == ["persona_ms", "owner_ms", "ratio"] for line in table)
+    assert all(any(line.split()[:2] == read.split() for line in table) for read in result["reads"])
+
+
+def test_policies_name_the_user_through_a_function_the_planner_calls(conn: psycopg.Connection) -> None:
+    # Inlined, auth.uid() would be parsed and planned again in every statement (sql/011).
+    expressions = [row[0] for row in conn.execute(
+        "select concat_ws(' ', qual, with_check) from pg_policies where schemaname = 'public'")]
+    assert not [expression for expression in expressions if "auth.uid()" in expression]
+    assert sum("current_user_id()" in expression for expression in expressions) >= 7
+    with as_user(conn, "sam@attendance-kit.test") as cur:
+        plan = "\n".join(row["QUERY PLAN"] for row in cur.execute(
+            "explain (verbose, costs off) select * from public.attendance_records"))
+    assert "private.current_user_id()" in plan and "current_setting" not in plan
+
+
+def test_the_policies_user_is_auth_uid_whoever_asks(conn: psycopg.Connection) -> None:
+    for who, user_id in [("ada@attendance-kit.test", ADA), ("sam@attendance-kit.test", SAM),
+                         ("ada@attendance-kit.test", ADA)]:
+        with as_user(conn, who) as cur:
+            row = cur.execute("select private.current_user_id()::text as id, auth.uid()::text as uid").fetchone()
+        assert row == {"id": user_id, "uid": user_id}
+    with as_user(conn, "sam@attendance-kit.test") as cur:  # the older per-claim setting, as auth.uid() reads it
+        cur.execute("select set_config('request.jwt.claim.sub', %s, true)", [ADA])
+        assert str(cur.execute("select private.current_user_id() as id").fetchone()["id"]) == ADA

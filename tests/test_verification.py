@@ -74,6 +74,9 @@ def test_verification_changes_nothing_even_when_checks_fail(conn: psycopg.Connec
     ("create policy per_row on public.courses for select to authenticated using (teacher_id = auth.uid())",
      "auth_rls_initplan: courses policy per_row: calls auth.<function>() or current_setting() per row: "
      "wrap it as (select ...)"),
+    ("create policy per_row_kit on public.courses for select to authenticated "
+     "using (teacher_id = private.current_user_id())",
+     "auth_rls_initplan: courses policy per_row_kit: "),
     ("create policy mixed on public.courses for select to authenticated "
      "using ((select auth.uid()) is not null and teacher_id = auth.uid())",
      "auth_rls_initplan: courses policy mixed: "),

@@ -17,14 +17,36 @@ from ..connection import connect, url_with_database
 
 
 def render(result: dict[str, Any], output_format: str) -> str:
-    """The result as JSON, or as an aligned two-column table (nested values shown as JSON)."""
+    """The result as JSON, or as aligned text: nested results indented, rows of like results as a table."""
     if output_format == "json":
         return json.dumps(result)
-    width = max(len(key) for key in result)
-    return "\n".join(
-        f"{key:<{width}}  {json.dumps(value) if isinstance(value, (dict, list)) else value}"
-        for key, value in result.items()
-    )
+    return "\n".join(_lines(result, ""))
+
+
+def _lines(result: dict[str, Any], indent: str) -> Iterator[str]:
+    width = max(len(str(key)) for key in result)
+    for key, value in result.items():
+        if isinstance(value, dict) and value:
+            yield f"{indent}{key}"
+            yield from (_table(value, indent + "  ") if _is_table(value) else _lines(value, indent + "  "))
+        else:
+            yield f"{indent}{key:<{width}}  {json.dumps(value) if isinstance(value, list) else value}"
+
+
+def _is_table(rows: dict[str, Any]) -> bool:
+    """Whether every value is a flat dict with the same keys: one row per key."""
+    firsts = list(rows.values())
+    return all(isinstance(row, dict) and row.keys() == firsts[0].keys()
+               and not any(isinstance(cell, (dict, list)) for cell in row.values()) for row in firsts)
+
+
+def _table(rows: dict[str, dict[str, Any]], indent: str) -> Iterator[str]:
+    columns = list(next(iter(rows.values())))
+    cells = [["", *columns]] + [[str(name), *(str(row[column]) for column in columns)] for name, row in rows.items()]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    for name, *values in cells:
+        aligned = [value.rjust(width) for value, width in zip(values, widths[1:], strict=True)]
+        yield indent + "  ".join([name.ljust(widths[0]), *aligned])
 
 
 @contextmanager
