@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
         ("realtime", "commit-to-delivery latency and changes/s, 1 to 500 subscribers", bench_realtime,
          ("--seconds", float, 5.0, "how long each load runs")),
         ("rls", "persona reads under RLS vs the owner's hand-filtered reads, 1M rows", bench_rls,
-         ("--runs", int, 41, "alternating runs per query (medians)")),
+         ("--runs", int, 101, "alternating runs per query (medians)")),
     ]
     for name, description, run, (flag, kind, default, flag_help) in benchmarks:
         command = bench_commands.add_parser(name, help=description)
