@@ -57,7 +57,8 @@ LINTS = [
     """),
     Lint("auth_rls_initplan", """
         select format('%%s policy %%s', c.oid::regclass, p.polname),
-               'calls auth.<function>() or current_setting() per row: wrap it as (select ...)'
+               'calls auth.<function>(), private.current_user_id() or current_setting() per row: '
+               'wrap it as (select ...)'
         from pg_policy p join pg_class c on c.oid = p.polrelid
         cross join lateral (values (pg_get_expr(p.polqual, p.polrelid)),
                                    (pg_get_expr(p.polwithcheck, p.polrelid))) e (expression)

@@ -66,3 +66,27 @@ def test_the_policies_user_is_auth_uid_whoever_asks(conn: psycopg.Connection) ->
     with as_user(conn, "sam@attendance-kit.test") as cur:  # the older per-claim setting, as auth.uid() reads it
         cur.execute("select set_config('request.jwt.claim.sub', %s, true)", [ADA])
         assert str(cur.execute("select private.current_user_id() as id").fetchone()["id"]) == ADA
+
+
+# Each helper's set, as the owner finds it by hand for the user %(user)s.
+HELPER_SETS = {
+    "taught_session_ids": "select ls.id from public.live_sessions ls join public.courses c on c.id = ls.course_id "
+                          "where c.teacher_id = %(user)s",
+    "attended_session_ids": "select ls.id from public.live_sessions ls join public.student_profiles sp "
+                            "on sp.group_id = any (ls.group_ids) where sp.id = %(user)s",
+}
+
+
+def test_the_helpers_follow_the_user_within_one_session(conn: psycopg.Connection) -> None:
+    # plpgsql keeps its plans for the session (sql/011): a new user on the same connection gets their own sets.
+    load(conn)
+    user_ids = dict(conn.execute("select email, id from auth.users where email like '%%@attendance-kit.test'"))
+    for email in ["ada@attendance-kit.test", "sam@attendance-kit.test", "olive@attendance-kit.test",
+                  "grace@attendance-kit.test", "ada@attendance-kit.test", "sam@attendance-kit.test"]:
+        with as_user(conn, email) as cur:
+            found = {name: {row["id"] for row in cur.execute(f"select private.{name}() as id")}
+                     for name in [*HELPER_SETS, "visible_session_ids"]}
+        for name, query in HELPER_SETS.items():
+            assert found[name] == {row[0] for row in conn.execute(query, {"user": user_ids[email]})}, (email, name)
+        assert found["visible_session_ids"] == found["taught_session_ids"] | found["attended_session_ids"], email
+    assert found["attended_session_ids"] and not found["taught_session_ids"]  # the last one, Sam, is a student

@@ -72,11 +72,12 @@ def test_verification_changes_nothing_even_when_checks_fail(conn: psycopg.Connec
      "as 'select'", "security_definer_function_executable: grant_me(): security definer and executable by "
      "anon and authenticated through the API"),
     ("create policy per_row on public.courses for select to authenticated using (teacher_id = auth.uid())",
-     "auth_rls_initplan: courses policy per_row: calls auth.<function>() or current_setting() per row: "
-     "wrap it as (select ...)"),
+     "auth_rls_initplan: courses policy per_row: calls auth.<function>(), private.current_user_id() or "
+     "current_setting() per row: wrap it as (select ...)"),
     ("create policy per_row_kit on public.courses for select to authenticated "
      "using (teacher_id = private.current_user_id())",
-     "auth_rls_initplan: courses policy per_row_kit: "),
+     "auth_rls_initplan: courses policy per_row_kit: calls auth.<function>(), private.current_user_id() or "
+     "current_setting() per row: wrap it as (select ...)"),
     ("create policy mixed on public.courses for select to authenticated "
      "using ((select auth.uid()) is not null and teacher_id = auth.uid())",
      "auth_rls_initplan: courses policy mixed: "),

@@ -24,20 +24,27 @@ def render(result: dict[str, Any], output_format: str) -> str:
 
 
 def _lines(result: dict[str, Any], indent: str) -> Iterator[str]:
-    width = max(len(str(key)) for key in result)
+    # Keys of nested results head their own block, so only the others set the column width.
+    width = max((len(str(key)) for key, value in result.items() if not _is_block(value)), default=0)
     for key, value in result.items():
-        if isinstance(value, dict) and value:
+        if _is_block(value):
             yield f"{indent}{key}"
             yield from (_table(value, indent + "  ") if _is_table(value) else _lines(value, indent + "  "))
         else:
-            yield f"{indent}{key:<{width}}  {json.dumps(value) if isinstance(value, list) else value}"
+            yield f"{indent}{key:<{width}}  {json.dumps(value) if isinstance(value, (dict, list)) else value}"
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value)
 
 
 def _is_table(rows: dict[str, Any]) -> bool:
-    """Whether every value is a flat dict with the same keys: one row per key."""
-    firsts = list(rows.values())
-    return all(isinstance(row, dict) and row.keys() == firsts[0].keys()
-               and not any(isinstance(cell, (dict, list)) for cell in row.values()) for row in firsts)
+    """Whether every value is a non-empty flat dict with the first one's keys: one table row each."""
+    first = next(iter(rows.values()))
+    return _is_block(first) and all(
+        isinstance(row, dict) and row.keys() == first.keys()
+        and not any(isinstance(cell, (dict, list)) for cell in row.values())
+        for row in rows.values())
 
 
 def _table(rows: dict[str, dict[str, Any]], indent: str) -> Iterator[str]:
