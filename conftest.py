@@ -1,8 +1,10 @@
 """Test set-up for tests/ and notebooks/: one real PostgreSQL server for the run, a fresh database for each
-test or notebook.
+test, and for each notebook a fresh, empty main database (the notebook makes its own lesson database beside it).
 
 The server is a private embedded cluster, or the server at `--database-url` /
 $ATTENDANCE_KIT_TEST_DATABASE_URL (e.g. a PostgreSQL 15; needs a role that may create databases and roles).
+With `--lab-database-url` the notebooks run against that one main database instead, as in `./kit lab`
+(tests/test_lab.py runs them so).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from attendance_kit.server import Cluster
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--database-url", help="run the database tests on this server instead of an embedded one")
+    parser.addoption("--lab-database-url",
+                     help="run the notebooks against this main database, one after another, as ./kit lab does")
 
 
 class DatabaseServer:
@@ -95,10 +99,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before a notebook's kernel starts (with its first cell), point it at a fresh, empty database."""
+    """Before a notebook's kernel starts (with its first cell), point it at its main database: a fresh, empty one,
+    or the lab's."""
     notebook = item.parent
     if notebook.path.suffix == ".ipynb" and not getattr(notebook, "_kit_database", None):
-        notebook._kit_database = database_server(item.config).fresh_database(migrated=False)
+        lab = item.config.getoption("--lab-database-url")
+        notebook._kit_database = lab or database_server(item.config).fresh_database(migrated=False)
         os.environ["ATTENDANCE_KIT_DATABASE_URL"] = notebook._kit_database
         os.environ["PLOOMBER_STATS_ENABLED"] = "false"
 

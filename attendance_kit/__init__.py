@@ -8,6 +8,7 @@ from .connection import (
     require_logical_decoding,
     sql_engine,
 )
+from .databases import Lesson, scratch_database, start_lesson
 from .demo import load_demo_data, personas
 from .errors import KitError
 from .lints import run_lints
@@ -17,7 +18,7 @@ from .term import load_demo_term
 from .verification import Contract, Verification, verify
 
 __all__ = [
-    "SQL_DIR", "Cluster", "Contract", "KitError", "Verification", "as_user", "connect", "database_url",
+    "SQL_DIR", "Cluster", "Contract", "KitError", "Lesson", "Verification", "as_user", "connect", "database_url",
     "load_demo_data", "load_demo_term", "migrate", "migration_status", "personas", "query_as",
-    "require_logical_decoding", "run_lints", "show_sql", "sql_engine", "verify",
+    "require_logical_decoding", "run_lints", "scratch_database", "show_sql", "sql_engine", "start_lesson", "verify",
 ]

@@ -14,9 +14,9 @@ import psycopg
 from . import bench, demo, migrations, realtime, term, verification
 from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
-from .connection import URL_VARIABLE, connect, require_logical_decoding
+from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
 from .errors import KitError, one_line
-from .server import PROJECT_DIR, Cluster
+from .server import KIT_CONF, PROJECT_DIR, Cluster
 
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 
@@ -55,7 +55,19 @@ def show_progress(label: str) -> Callable[[int, int], None]:
 
 
 def db_up(args: argparse.Namespace) -> None:
-    url = Cluster().up(port=args.port)
+    cluster = Cluster()
+    url = cluster.up(port=args.port)
+    if args.port is not None:
+        say(f"port {args.port} is now this clone's: later `./kit db up` and `./kit lab` use it too "
+            f"(it is kept in {cluster.data_dir / KIT_CONF})")
+    migrate_and_seed(url, demo_data=True)
+    print(url)
+
+
+def db_reset(args: argparse.Namespace) -> None:
+    cluster = Cluster()
+    url = cluster.reset()
+    say(f"the kit's cluster started over: every database in {cluster.data_dir} was dropped")
     migrate_and_seed(url, demo_data=True)
     print(url)
 
@@ -67,7 +79,7 @@ def db_down(args: argparse.Namespace) -> None:
 def db_url(args: argparse.Namespace) -> None:
     cluster = Cluster()
     if cluster.running_pid() is None:
-        raise KitError("the kit's cluster is not running: start it with `attendance-kit db up`")
+        raise KitError("the kit's cluster is not running: start it with `./kit db up`")
     print(cluster.url)
 
 
@@ -77,10 +89,16 @@ def migrate(args: argparse.Namespace) -> None:
 
 def verify_command(args: argparse.Namespace) -> int:
     """Exit 0 when the database matches the access contract and the lints are clean; else one line each."""
-    with connect(args.database_url) as conn:
-        started = time.perf_counter()
-        result = verification.verify(conn)
-        seconds = time.perf_counter() - started
+    try:
+        with connect(args.database_url) as conn:
+            started = time.perf_counter()
+            result = verification.verify(conn)
+            seconds = time.perf_counter() - started
+    except (KitError, psycopg.Error) as error:
+        if args.format == "json":  # a reader of stdout gets an answer too; the one-line error goes to stderr
+            message = error.render(args.database_url) if isinstance(error, KitError) else one_line(error)
+            print(json.dumps({"ok": False, "error": message}))
+        raise
     problems = result.problems()
     if args.format == "json":
         print(json.dumps({"ok": result.ok, "checks": len(result.matrix), "seconds": round(seconds, 3),
@@ -95,8 +113,13 @@ def verify_command(args: argparse.Namespace) -> int:
 
 def listen(args: argparse.Namespace) -> None:
     """Print the events `--as` may see, as they are committed, until --seconds pass (or Ctrl-C)."""
-    events = realtime.listen(args.who, database_url=args.database_url, tables=args.table or (), event=args.event,
-                             filter=args.filter, seconds=args.seconds)
+    tables = ", ".join(args.table) if args.table else "every published table"
+    until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+    events = realtime.listen(
+        args.who, database_url=args.database_url, tables=args.table or (), event=args.event, filter=args.filter,
+        seconds=args.seconds,
+        on_listening=lambda: say(f"listening as {args.who} to {args.event if args.event != '*' else 'every'} "
+                                 f"change of {tables}{f' where {args.filter}' if args.filter else ''}, {until}"))
     for event in events:
         print(realtime.render_event(event, args.format), flush=True)
 
@@ -119,8 +142,17 @@ def bench_realtime(args: argparse.Namespace) -> None:
 
 
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
-    url = args.database_url or os.environ.get(URL_VARIABLE) or Cluster().up(port=args.db_port)
+    url = args.database_url or os.environ.get(URL_VARIABLE)
+    if url:
+        say(f"the lab's database: {redacted(url)}")
+    else:
+        cluster = Cluster()
+        url = cluster.up(port=args.db_port)
+        say(f"the lab's database: {redacted(url)}, the kit's PostgreSQL cluster in {cluster.data_dir}. It keeps "
+            "running when JupyterLab stops: `./kit db down` stops it, `./kit db reset` starts it over.")
     migrate_and_seed(url, demo_data=True)
+    say("each notebook makes a database of its own on this server (lesson_00 ... lesson_07); the main one is "
+        "yours to explore. Start with notebooks/00_setup.ipynb.")
     env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={NOTEBOOKS_DIR}", *jupyter_args]
     if os.geteuid() == 0:  # e.g. in a container: JupyterLab refuses root unless told
@@ -138,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the cluster's, first a free one)")
     up.set_defaults(run=db_up)
     db_commands.add_parser("down", help="stop the cluster (data is kept)").set_defaults(run=db_down)
+    db_commands.add_parser("reset", help="start the cluster over: drop every database in it, migrate, load demo "
+                                         "data; print its URL").set_defaults(run=db_reset)
     db_commands.add_parser("url", help="print the running cluster's URL").set_defaults(run=db_url)
 
     mig = commands.add_parser("migrate", help="apply sql/ migrations to a database")
@@ -199,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             return args.run(args) or 0
     except KitError as error:
-        print(f"attendance-kit: error: {error}", file=sys.stderr)
+        print(f"attendance-kit: error: {error.render(getattr(args, 'database_url', None))}", file=sys.stderr)
         return 1
     except psycopg.Error as error:  # the database refused: say what it said, in one line
         print(f"attendance-kit: error: the database said: {one_line(error)}", file=sys.stderr)

@@ -60,10 +60,10 @@ def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection:
     try:
         conn = psycopg.connect(target, autocommit=True, **kwargs)
     except psycopg.OperationalError as error:
-        raise KitError(f"cannot connect to {_redacted(target)}: {one_line(error)} "
+        raise KitError(f"cannot connect to {redacted(target)}: {one_line(error)} "
                        f"(check the URL, e.g. postgresql://user:password@host:5432/dbname)") from None
     except psycopg.ProgrammingError as error:
-        raise KitError(f"not a valid database URL {_redacted(target)!r}: {one_line(error)} "
+        raise KitError(f"not a valid database URL {redacted(target)!r}: {one_line(error)} "
                        "(expected postgresql://user:password@host:5432/dbname)") from None
     check_server_version(conn)
     return conn
@@ -109,8 +109,8 @@ def resolve_user(conn: psycopg.Connection, who: str | uuid.UUID) -> tuple[str, d
         sql.SQL("select id, email from auth.users where {} = %s").format(sql.Identifier(column)), [key]
     ).fetchone()
     if row is None:
-        raise KitError(f"no user with {column} {key} in auth.users (load the personas with "
-                       "`attendance-kit migrate --demo-data`)")
+        raise KitError(f"no user with {column} {key} in auth.users: load the personas with {{command}}",
+                       command="migrate --demo-data")
     return "authenticated", supabase_claims("authenticated", row[0], row[1])
 
 
@@ -138,7 +138,7 @@ def become(cur: psycopg.Cursor, role: str, claims: dict[str, Any]) -> None:
     cur.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL (or key=value string) without its password, for messages."""
     url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", r"\1***", url)

@@ -1,8 +1,9 @@
 """Migrations: the ordered plain-SQL files in `sql/`, applied once each and recorded in a ledger.
 
-Each file runs in its own transaction and is recorded with its SHA-256; a file already applied is skipped,
-and one whose text changed since it was applied is refused, by name. The files hold plain SQL only, so
-`psql -f` or the Supabase CLI can run them too.
+Each file runs in its own transaction and is recorded with its SHA-256; a file already applied is skipped.
+A database whose ledger does not match the files (an applied file changed, or no longer exists) is refused
+before anything runs, by name, with the way out. The files hold plain SQL only, so `psql -f` or the Supabase
+CLI can run them too.
 """
 
 from __future__ import annotations
@@ -81,30 +82,39 @@ def migrate(
     `through` stops after that file, so a notebook can bring a fresh database up to its own step.
     """
     migrations = migrations_in() if migrations is None else migrations
-    if through is not None:
-        names = [m.name for m in migrations]
-        if through not in names:
-            raise KitError(f"no migration named {through}: the files are {', '.join(names)}")
-        migrations = migrations[: names.index(through) + 1]
-    applied = []
+    names = [m.name for m in migrations]
+    if through is not None and through not in names:
+        raise KitError(f"no migration named {through}: the files are {', '.join(names)}")
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", [LOCK_KEY])
         conn.execute(LEDGER_DDL)
-    for migration in migrations:
+        check_ledger(applied_checksums(conn), migrations)
+    applied = []
+    for migration in migrations[: names.index(through) + 1] if through else migrations:
         with conn.transaction():
             conn.execute("select pg_advisory_xact_lock(%s)", [LOCK_KEY])
-            recorded = applied_checksums(conn).get(migration.name)
-            if recorded == migration.checksum:
+            if migration.name in applied_checksums(conn):  # another runner applied it meanwhile
                 continue
-            if recorded is not None:
-                raise KitError(f"sql/{migration.name} changed after it was applied (checksum {recorded[:12]} "
-                               f"is now {migration.checksum[:12]}): restore it and put the change in a new "
-                               "migration file")
             execute_sql(conn, migration.name, migration.sql)
             conn.execute("insert into attendance_kit.applied_migrations (name, checksum) values (%s, %s)",
                          [migration.name, migration.checksum])
         applied.append(migration.name)
     return applied
+
+
+def check_ledger(recorded: dict[str, str], migrations: list[Migration]) -> None:
+    """Refuse a database whose ledger names a file that changed since it was applied, or that is gone."""
+    checksums = {m.name: m.checksum for m in migrations}
+    changed = [name for name, checksum in recorded.items() if checksums.get(name, checksum) != checksum]
+    gone = [name for name in recorded if name not in checksums]
+    if not changed and not gone:
+        return
+    what = "; ".join([f"sql/{name} changed since it was applied" for name in changed]
+                     + [f"sql/{name} no longer exists" for name in gone])
+    raise KitError(f"this database was migrated from other versions of sql/ ({what}): if you edited an applied "
+                   "file, restore it and put the change in a new migration file; if the kit's sql/ changed, start "
+                   "the database over: `./kit db reset` for the kit's own cluster, or drop and recreate a database "
+                   "of your own")
 
 
 def execute_sql(conn: psycopg.Connection, name: str, text: str) -> None:

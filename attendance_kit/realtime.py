@@ -33,6 +33,7 @@ rule; otherwise its `old_record` holds only the primary key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -41,7 +42,7 @@ import struct
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -238,6 +239,7 @@ class ChangeFeed:
             require_logical_decoding(self.conn)
             self._check_publication()
             self._create_slot()
+            self._quiet_server_log()
         except BaseException:
             self.conn.close()
             raise
@@ -246,7 +248,14 @@ class ChangeFeed:
     def _check_publication(self) -> None:
         if self.conn.execute("select from pg_publication where pubname = %s", [self.publication]).fetchone() is None:
             raise KitError(f"no publication {self.publication!r} in this database: apply the migrations "
-                           "(`attendance-kit migrate`) or name an existing publication")
+                           "({command}) or name an existing publication", command="migrate")
+
+    def _quiet_server_log(self) -> None:
+        """Every decoding call logs two LOG lines with their statement: polled several times a second, an idle
+        listener wrote ~600 MB of server log a day. This session logs only FATAL and worse, where its role may say
+        so (a superuser, as in the kit's cluster); its errors still reach the kit as exceptions."""
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            self.conn.execute("set log_min_messages = fatal")
 
     def _create_slot(self) -> None:
         try:
@@ -1195,13 +1204,17 @@ class Realtime:
 
 def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Sequence[str] = (),
            event: str = "*", filter: str | None = None, seconds: float | None = None,
-           publication: str = PUBLICATION, poll_interval: float = POLL_INTERVAL) -> Iterator[Event]:
+           publication: str = PUBLICATION, poll_interval: float = POLL_INTERVAL,
+           on_listening: Callable[[], None] | None = None) -> Iterator[Event]:
     """The events `who` may see, as they are committed, for `seconds` (or until the caller stops iterating).
 
-    The slot is created before the first event and dropped when the generator ends, however it ends.
+    The slot is created before the first event and dropped when the generator ends, however it ends;
+    `on_listening` is called once it exists and the subscription is in place.
     """
     with Realtime(database_url, publication, poll_interval=poll_interval) as realtime:
         realtime.subscribe(who, tables=list(tables) or None, event=event, filter=filter)
+        if on_listening is not None:
+            on_listening()
         for _subscriber, item in realtime.stream(seconds):
             yield item
 

@@ -28,7 +28,8 @@ from .errors import KitError
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 UNPRIVILEGED_ACCOUNT = "nobody"
 # A dev cluster trades crash safety of the OS for speed (fsync off; a killed server loses nothing);
-# wal_level=logical is what the publication and realtime need.
+# wal_level=logical is what the publication and realtime need. Its log is bounded: one file per hour of the day
+# in pgdata/log, each emptied when its hour comes round again, so at most a day of logs.
 SERVER_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
     "unix_socket_directories": "''",
@@ -39,6 +40,12 @@ SERVER_SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "200",
     "timezone": "'UTC'",
+    "logging_collector": "on",
+    "log_directory": "'log'",
+    "log_filename": "'server-%H.log'",
+    "log_rotation_age": "'1h'",
+    "log_rotation_size": "0",
+    "log_truncate_on_rotation": "on",
 }
 KIT_CONF = "attendance_kit.conf"
 
@@ -211,7 +218,7 @@ class Cluster:
         self.password_file = self.state_dir / "password"
         self.account = Account.for_current_user()
         self._bin_dir: Path | None = None
-        self._log_start = 0  # where this run's lines begin in server.log
+        self._log_sizes: dict[Path, int] = {}  # where this run's lines begin in each log file
 
     @property
     def bin_dir(self) -> Path:
@@ -227,7 +234,7 @@ class Cluster:
     @property
     def url(self) -> str:
         if not self.password_file.exists():
-            raise KitError(f"no cluster at {self.state_dir}: run `attendance-kit db up` first")
+            raise KitError(f"no cluster at {self.state_dir}: run `./kit db up` first")
         password = self.password_file.read_text().strip()
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/postgres"
 
@@ -257,16 +264,25 @@ class Cluster:
         if self.running_pid() is not None:
             if port is not None and port != self.port:
                 raise KitError(f"the cluster is already running on port {self.port}: "
-                               f"`attendance-kit db down` first to move it to {port}")
+                               f"`./kit db down` first to move it to {port}")
             return self.url
         self._clear_stale_pid_file()
-        if port is not None and port != self.port:
-            self._write_settings(port)
+        # Written at every start, so a cluster made by an older kit gets today's settings too.
+        self._write_settings(port or self.port)
         if not port_is_free(self.port):
             raise KitError(f"port {self.port} on 127.0.0.1 is in use by another program: stop it, or "
-                           f"start the kit's cluster elsewhere with `attendance-kit db up --port {free_port()}`")
+                           f"start the kit's cluster elsewhere with `./kit db up --port {free_port()}`")
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.data_dir / "server.log"))
         return self.url
+
+    def reset(self) -> str:
+        """Start over: stop the server, delete the cluster (every database in it), create it afresh on the same
+        port and start it; return its URL."""
+        port = self.port if (self.data_dir / KIT_CONF).exists() else None
+        self.down()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        return self.up(port=port)
 
     def down(self) -> bool:
         """Stop the server if it runs (fast shutdown: sessions end, data stays). True if it was running."""
@@ -330,12 +346,15 @@ class Cluster:
             time.sleep(0.1)
         if shm_id and _shared_memory_attached(shm_id):
             raise KitError(f"processes of a crashed server still use {self.data_dir} (shared memory id "
-                           f"{shm_id}): stop them (e.g. `pkill -f 'postgres: '`) and run `attendance-kit db up`")
+                           f"{shm_id}): stop them (e.g. `pkill -f 'postgres: '`) and run `./kit db up`")
         pid_file.unlink()
 
+    def _log_files(self) -> list[Path]:
+        """server.log (what the server says before its logging collector starts) and the collector's files."""
+        return [self.data_dir / "server.log", *sorted((self.data_dir / "log").glob("*.log"))]
+
     def _pg_ctl(self, *args: str) -> None:
-        log = self.data_dir / "server.log"
-        self._log_start = log.stat().st_size if log.exists() else 0
+        self._log_sizes = {path: path.stat().st_size for path in self._log_files() if path.exists()}
         self._run("pg_ctl", "-D", str(self.data_dir), *args)
 
     def _run(self, program: str, *args: str) -> None:
@@ -344,11 +363,12 @@ class Cluster:
             raise KitError(f"{program} {args[0] if program == 'pg_ctl' else ''} failed: {self._why(result)}")
 
     def _why(self, result: subprocess.CompletedProcess) -> str:
-        """The most telling line: the server log's last FATAL, else the program's last error line."""
-        log = self.data_dir / "server.log"
-        if log.exists():
+        """The most telling line: the last FATAL the server logged meanwhile, else the program's last error line."""
+        for log in self._log_files():
+            if not log.exists():
+                continue
             with log.open("rb") as file:
-                file.seek(self._log_start)
+                file.seek(self._log_sizes.get(log, 0))
                 lines = file.read().decode(errors="replace").splitlines()
             fatal = [line for line in lines if "FATAL" in line]
             if fatal:

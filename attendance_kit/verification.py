@@ -123,7 +123,8 @@ def verify(conn: psycopg.Connection, contract: Contract | None = None) -> Verifi
     """Run the access contract and the lints; the database is left exactly as it was."""
     pending = [m["migration"] for m in migration_status(conn) if m["status"] == "pending"]
     if pending:
-        raise KitError(f"this database lacks {', '.join(pending)}: run `attendance-kit migrate --demo-data` first")
+        raise KitError(f"this database lacks {', '.join(pending)}: run {{command}} first",
+                       command="migrate --demo-data")
     contract = contract or Contract.load()
     return Verification(run_contract(conn, contract), run_lints(conn) + contract_lints(conn, contract))
 

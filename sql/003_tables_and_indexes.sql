@@ -1,7 +1,8 @@
 -- Step 1 of the seed: its four tables and their indexes, with its names and meaning. Changes from the draft
 -- (README, "Deviations from the seed"): session_id / attendance_id are NOT NULL and cascade with their parent
 -- (a row about no session protects and means nothing); changed_by defaults to the acting user; every foreign
--- key has an index behind it.
+-- key has an index behind it; the times the schema records come from private.as_of() (sql/002): now, unless a
+-- server-side writer such as an import sets the transaction's `attendance_kit.as_of`.
 
 -- An append-only audit of live_sessions.status; a trigger (sql/005) writes it on every status change.
 create table public.session_status_changes (
@@ -11,7 +12,7 @@ create table public.session_status_changes (
     new_status text not null,
     change_reason text,
     changed_by uuid references public.profiles (id) default auth.uid(),
-    changed_at timestamp with time zone not null default now()
+    changed_at timestamp with time zone not null default private.as_of()
 );
 
 -- Index for efficient status change queries (and the policies' session_id filter).
@@ -25,8 +26,8 @@ create table public.websocket_channels (
     channel_name text not null,
     config jsonb not null default '{}',
     active_connections int not null default 0 check (active_connections >= 0),
-    last_activity timestamp with time zone not null default now(),
-    created_at timestamp with time zone not null default now(),
+    last_activity timestamp with time zone not null default private.as_of(),
+    created_at timestamp with time zone not null default private.as_of(),
     unique (session_id, channel_name)
 );
 
@@ -42,7 +43,7 @@ create table public.attendance_status_changes (
     new_status boolean not null,
     change_reason text,
     changed_by uuid references public.profiles (id) default auth.uid(),
-    changed_at timestamp with time zone not null default now()
+    changed_at timestamp with time zone not null default private.as_of()
 );
 
 -- Index for tracking changes (and the policy's attendance_id filter).
@@ -57,7 +58,7 @@ create table public.session_analytics (
     present_count int not null,
     connection_count int not null,
     status_distribution jsonb not null default '{}',
-    recorded_at timestamp with time zone not null default now()
+    recorded_at timestamp with time zone not null default private.as_of()
 );
 
 -- Index for analytics queries (and the policy's session_id filter).

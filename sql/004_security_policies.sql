@@ -1,23 +1,51 @@
 -- Step 2 of the seed: who may do what with the four tables, in Supabase's recommended form: `TO authenticated`,
--- `(select auth.uid())` evaluated once per statement, each user's allowed set computed once through a
--- security-definer helper in schema `private` (not exposed by the API) and matched with `= any (array (...))`,
--- so an index on the filtered column serves it. Keeps the seed's policy names; changes are listed in the README.
+-- the user's id evaluated once per statement (`(select private.current_user_id())`, auth.uid()'s value; sql/002
+-- says why not auth.uid() itself), each user's allowed set computed once through a security-definer helper in
+-- schema `private` (not exposed by the API) and matched with `= any (array (...))`, so an index on the filtered
+-- column serves it. Keeps the seed's policy names; changes are listed in the README. `attendance-kit bench rls`
+-- measures each persona's read under these policies against the same read hand-filtered by the owner.
 
-create function private.attended_session_ids() returns setof uuid
-language sql stable security definer set search_path = ''
-as $$
-    select ls.id from public.live_sessions ls where ls.group_ids && array(select private.own_group_ids())
-$$;
-
+-- Two more helpers (the others are in sql/002), written the same way: plpgsql, security definer, empty search_path.
 create function private.taught_attendance_ids() returns setof uuid
-language sql stable security definer set search_path = ''
+language plpgsql stable security definer set search_path = ''
 as $$
+begin
+    return query
     select ar.id from public.attendance_records ar
-    where ar.session_id = any (array(select private.taught_session_ids()))
+    where ar.session_id = any (array(select private.taught_session_ids()));
+end;
 $$;
 
-revoke all on function private.attended_session_ids(), private.taught_attendance_ids() from public, anon;
-grant execute on function private.attended_session_ids(), private.taught_attendance_ids() to authenticated;
+-- The sessions whose channels the user may see: taught_session_ids() and attended_session_ids() together, run
+-- here as one query, so the channel policy pays one helper call, not two nested ones (tests/test_plans.py holds
+-- it equal to their union). `union all`: a session in both sets may appear twice, which `= any` does not mind.
+create function private.visible_session_ids() returns setof uuid
+language plpgsql stable security definer set search_path = ''
+as $$
+begin
+    return query
+    select ls.id
+    from public.live_sessions ls
+    join public.courses c on c.id = ls.course_id
+    where c.teacher_id = (select private.current_user_id())
+    union all
+    select sg.session_id
+    from private.session_groups sg
+    join public.student_profiles sp on sp.group_id = sg.group_id
+    where sp.id = (select private.current_user_id());
+end;
+$$;
+
+revoke all on function private.taught_attendance_ids(), private.visible_session_ids() from public, anon;
+grant execute on function private.taught_attendance_ids(), private.visible_session_ids() to authenticated;
+
+-- plpgsql resolves names at a function's first call: call each once, so a wrong name fails this migration.
+do $$
+begin
+    perform count(*) from private.taught_attendance_ids();
+    perform count(*) from private.visible_session_ids();
+end
+$$;
 
 -- Session status changes: an append-only audit. The course's teacher reads it and may add an entry signed
 -- with their own id; nobody but service_role updates or deletes (no grant, no policy).
@@ -32,7 +60,7 @@ create policy "Teachers can manage session status"
 on public.session_status_changes for insert to authenticated
 with check (
     session_id = any (array (select private.taught_session_ids()))
-    and changed_by = (select auth.uid())
+    and changed_by = (select private.current_user_id())
 );
 
 -- WebSocket channels: the session's teacher and the students of its groups read them; the teacher creates,
@@ -43,12 +71,8 @@ grant select, delete, insert (session_id, channel_name, config, active_connectio
 
 create policy "Users can view relevant channels"
 on public.websocket_channels for select to authenticated
-using (
-    -- Teachers who own the session
-    session_id = any (array (select private.taught_session_ids()))
-    -- Students in the session's groups
-    or session_id = any (array (select private.attended_session_ids()))
-);
+-- The teacher who owns the session, and the students of its groups.
+using (session_id = any (array (select private.visible_session_ids())));
 
 create policy "Teachers can create channels"
 on public.websocket_channels for insert to authenticated

@@ -1,4 +1,4 @@
-"""Session analytics from running totals (sql/007, issue 5): true under concurrency, one snapshot per session a
+"""Session analytics from running totals (sql/005, issue 5): true under concurrency, one snapshot per session a
 statement touches, timestamps in commit order, retention; and the seed's per-row recount failing the same checks.
 
 The invariant: once every writer has committed, each session's newest snapshot (by recorded_at, then id) equals a
@@ -430,24 +430,19 @@ def test_a_teachers_check_in_through_rls_and_the_totals_stay_private(conn: psyco
             cur.execute("select * from private.session_attendance_totals")
 
 
-def test_the_migration_counts_existing_attendance_and_corrects_a_stale_snapshot(empty_db: str) -> None:
+def test_the_step_counts_attendance_recorded_before_it(empty_db: str) -> None:
     with connect(empty_db) as conn:
-        migrate(conn, through="006_realtime_publication.sql")
+        migrate(conn, through="004_security_policies.sql")
         load_demo_data(conn)
-        conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s), (%s, %s)",
-                     [ENGINES, SAM_ID, COMPILERS, SAM_ID])
-        # Rows written with the analytics triggers off leave Ada's session's newest snapshot stale.
-        conn.execute("alter table attendance_records disable trigger attendance_analytics_trigger")
-        conn.execute("insert into attendance_records (session_id, student_id, status) values (%s, %s, false)",
-                     [ENGINES, TESS_ID])
-        conn.execute("alter table attendance_records enable trigger attendance_analytics_trigger")
-        assert newest(conn, ENGINES)[:2] == (1, 1)
-        assert migrate(conn, through="007_analytics_running_totals.sql") == ["007_analytics_running_totals.sql"]
-        assert snapshot_count(conn) == {ENGINES: 2, COMPILERS: 1}
-        assert newest(conn, ENGINES) == truth(conn, ENGINES) == (2, 1, 0, {"present": 1, "absent": 1})
+        conn.execute("insert into attendance_records (session_id, student_id, status) values (%s, %s, true), "
+                     "(%s, %s, false), (%s, %s, true)", [ENGINES, SAM_ID, ENGINES, TESS_ID, COMPILERS, SAM_ID])
+        assert migrate(conn, through="005_functions_and_triggers.sql") == ["005_functions_and_triggers.sql"]
+        assert snapshot_count(conn) == {}
         check_in(conn, UMA_ID)
+        assert snapshot_count(conn) == {ENGINES: 1}
         assert newest(conn, ENGINES) == truth(conn, ENGINES) == (3, 2, 0, {"present": 2, "absent": 1})
-        assert newest(conn, COMPILERS) == truth(conn, COMPILERS)
+        conn.execute("update attendance_records set status = false where session_id = %s", [COMPILERS])
+        assert newest(conn, COMPILERS) == truth(conn, COMPILERS) == (1, 0, 0, {"present": 0, "absent": 1})
 
 
 # --- retention and privileges -------------------------------------------------------------------------------------

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
+
+from attendance_kit import cli
+from attendance_kit.server import PROJECT_DIR
 
 
 def kit(*args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess:
@@ -51,17 +56,34 @@ def test_a_wrong_url_is_one_line_without_the_password() -> None:
                           "not a valid database URL")
 
 
-def test_db_up_url_down(scratch_dir: Path) -> None:
+def test_db_up_url_reset_down(scratch_dir: Path) -> None:
     state = scratch_dir / "state"
-    up = kit("db", "up", state_dir=state)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    up = kit("db", "up", "--port", str(port), state_dir=state)
     assert up.returncode == 0, up.stderr
     url = up.stdout.strip()
-    assert url.startswith("postgresql://postgres:") and "demo data loaded" in up.stderr
+    assert url.startswith("postgresql://postgres:") and f"127.0.0.1:{port}/" in url
+    assert "demo data loaded" in up.stderr and f"port {port} is now this clone's" in up.stderr
     assert kit("db", "url", state_dir=state).stdout.strip() == url
     again = kit("db", "up", state_dir=state)
     assert again.stdout.strip() == url and "nothing to apply" in again.stderr
+
+    # sql/ changed under the cluster (as when migrations are folded): one line and the way out, nothing dropped.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into attendance_kit.applied_migrations (name, checksum) values ('009_gone.sql', 'x')")
+        conn.execute("create table public.my_notes (note text)")
+    assert_one_line_error(kit("db", "up", state_dir=state), "sql/009_gone.sql no longer exists", "`./kit db reset`")
+    reset = kit("db", "reset", state_dir=state)
+    assert reset.returncode == 0, reset.stderr
+    assert f"127.0.0.1:{port}/" in reset.stdout and "started over" in reset.stderr
+    with psycopg.connect(reset.stdout.strip()) as conn:
+        assert conn.execute("select to_regclass('public.my_notes')").fetchone()[0] is None
+        assert conn.execute("select count(*) from auth.users").fetchone()[0] == 7
+
     assert kit("db", "down", state_dir=state).returncode == 0
-    assert_one_line_error(kit("db", "url", state_dir=state), "not running", "attendance-kit db up")
+    assert_one_line_error(kit("db", "url", state_dir=state), "not running", "`./kit db up`")
 
 
 def test_db_up_on_a_taken_port_is_one_line(scratch_dir: Path) -> None:
@@ -79,3 +101,45 @@ def test_bench_startup_reports_its_figures() -> None:
     figures = json.loads(result.stdout)
     assert set(figures) == {"runs", "accepting_connections_s", "migrated_with_demo_data_s", "target_s"}
     assert figures["runs"] == 1 and 0 < figures["accepting_connections_s"] <= figures["migrated_with_demo_data_s"]
+
+
+def readme_commands() -> list[str]:
+    """Every `./kit ...` command the README shows: in code spans (the command table's synopses among them) and
+    on the lines of its code blocks."""
+    text = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    spans = re.findall(r"`(\./kit [^`]+)`", text)
+    block_lines = [line.strip() for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+                   for line in block.splitlines() if line.strip().startswith("./kit ")]
+    return spans + [line.split("  #")[0].strip() for line in block_lines]
+
+
+def test_every_command_the_readme_shows_is_one_the_kit_takes() -> None:
+    commands = readme_commands()
+    assert {"./kit lab", "./kit test", "./kit db reset", "./kit verify"} <= set(commands)
+    for command in commands:
+        # A synopsis: drop [optional] parts, give each PLACEHOLDER a value.
+        concrete = re.sub(r"\[[^\]]*\](\.\.\.)?", "", command.replace("\\|", "|"))
+        words = shlex.split(concrete)[1:]
+        if words[0] == "test" or words[0].isupper():  # ./kit's own (pytest), or `./kit COMMAND` itself
+            continue
+        words = [("1" if re.fullmatch(r"[A-Z]+", word) else word) for word in words]
+        try:
+            args, extra = cli.parser().parse_known_args(words)
+        except SystemExit:
+            raise AssertionError(f"the README shows {command!r}, which attendance-kit does not take") from None
+        assert not extra or args.run is cli.lab, f"{command!r}: attendance-kit does not take {extra}"
+
+
+def test_the_kit_script_runs_any_command_from_its_environment(tmp_path: Path) -> None:
+    """`./kit COMMAND` is `attendance-kit COMMAND` from the kit's virtual environment (here: this one)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "bin" / "attendance-kit").write_text(f"#!/bin/sh\nexec {sys.executable} -m attendance_kit.cli \"$@\"\n")
+    (venv / "bin" / "attendance-kit").chmod(0o755)
+    (venv / ".installed").touch()
+    env = dict(os.environ, ATTENDANCE_KIT_VENV=str(venv), ATTENDANCE_KIT_STATE_DIR=str(tmp_path / "state"))
+    result = subprocess.run([str(PROJECT_DIR / "kit"), "db", "url"], capture_output=True, text=True, env=env)
+    assert_one_line_error(result, "not running", "`./kit db up`")
+    usage = subprocess.run([str(PROJECT_DIR / "kit")], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "./kit COMMAND" in usage.stderr

@@ -26,9 +26,24 @@ def test_a_changed_applied_file_is_refused_by_name(empty_db: str, tmp_path: Path
         migrate(conn, migrations_in(tmp_path / "sql"))
         base = tmp_path / "sql" / "002_base_schema.sql"
         base.write_text(base.read_text() + "\ncreate table public.sneaked_in (id int);\n")
-        with pytest.raises(KitError, match=r"sql/002_base_schema.sql changed after it was applied"):
+        with pytest.raises(KitError, match=r"sql/002_base_schema.sql changed since it was applied.*db reset"):
             migrate(conn, migrations_in(tmp_path / "sql"))
         assert conn.execute("select to_regclass('public.sneaked_in')").fetchone()[0] is None
+
+
+def test_a_ledger_naming_files_that_are_gone_is_refused_before_anything_runs(empty_db: str, tmp_path: Path) -> None:
+    """After sql/ is rewritten (e.g. migrations folded into others), an old database says how to start over."""
+    (tmp_path / "001_first.sql").write_text("create table public.first (id int);")
+    (tmp_path / "002_later_fix.sql").write_text("alter table public.first add column note text;")
+    with connect(empty_db) as conn:
+        migrate(conn, migrations_in(tmp_path))
+        (tmp_path / "002_later_fix.sql").unlink()
+        (tmp_path / "001_first.sql").write_text("create table public.first (id int, note text);")
+        (tmp_path / "003_new.sql").write_text("create table public.third (id int);")
+        with pytest.raises(KitError, match=r"\(sql/001_first.sql changed since it was applied; "
+                                           r"sql/002_later_fix.sql no longer exists\).*`\./kit db reset`"):
+            migrate(conn, migrations_in(tmp_path), through="003_new.sql")
+        assert conn.execute("select to_regclass('public.third')").fetchone()[0] is None
 
 
 def test_a_failing_file_is_named_and_leaves_nothing_behind(empty_db: str, tmp_path: Path) -> None:

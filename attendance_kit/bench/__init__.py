@@ -6,14 +6,8 @@ One module per benchmark; each exposes a function returning a JSON-ready dict, w
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-
-from psycopg import sql
-
-from ..connection import connect, url_with_database
 
 
 def render(result: dict[str, Any], output_format: str) -> str:
@@ -54,16 +48,3 @@ def _table(rows: dict[str, dict[str, Any]], indent: str) -> Iterator[str]:
     for name, *values in cells:
         aligned = [value.rjust(width) for value, width in zip(values, widths[1:], strict=True)]
         yield indent + "  ".join([name.ljust(widths[0]), *aligned])
-
-
-@contextmanager
-def scratch_database(server: str, prefix: str) -> Iterator[str]:
-    """The URL of a new, empty database on `server`, dropped afterwards whatever happens."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with connect(server) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    try:
-        yield url_with_database(server, name)
-    finally:
-        with connect(server) as admin:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

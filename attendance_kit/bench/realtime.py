@@ -22,11 +22,8 @@ from typing import Any
 import psycopg
 
 from ..connection import connect, supabase_claims
-from ..connection import database_url as resolve_url
-from ..demo import load_demo_data
-from ..migrations import migrate
+from ..databases import scratch_database
 from ..realtime import POLL_INTERVAL, Realtime
-from . import scratch_database
 
 ADA_ID = "a0000000-0000-4000-8000-000000000001"
 ENGINES_COURSE = "c0000000-0000-4000-8000-000000000001"
@@ -40,10 +37,8 @@ def realtime(subscribers: Sequence[int] = (1, 100, 500), rates: Sequence[int] = 
              seconds: float = 5.0, database_url: str | None = None) -> dict[str, Any]:
     """For each subscriber count and offered rate (changes/s): delivered changes/s, latency p50/p95, and how
     long the feed took to catch up once the writer stopped (small: it sustained the rate)."""
-    with scratch_database(resolve_url(database_url), "kit_bench_realtime") as target:
+    with scratch_database(database_url, "all", demo_data=True) as target:
         with connect(target) as conn:
-            migrate(conn)
-            load_demo_data(conn)
             sessions = _populate(conn, sessions=-(-int(sum(rates) * seconds * len(subscribers) * 1.5) // STUDENTS))
             students = [row[0] for row in conn.execute(
                 "select id from public.student_profiles where student_number like 'B-%' order by id")]

@@ -16,11 +16,9 @@ from typing import Any
 
 import psycopg
 
-from ..connection import become, connect, database_url, resolve_user
-from ..demo import load_demo_data
-from ..migrations import migrate
+from ..connection import become, connect, resolve_user
+from ..databases import scratch_database
 from ..plans import PERSONA_QUERIES, full_scans
-from . import scratch_database
 
 ADA = "a0000000-0000-4000-8000-000000000001"
 SAM = "b0000000-0000-4000-8000-000000000001"
@@ -173,9 +171,7 @@ def policy_forms(conn: psycopg.Connection, runs: int) -> dict[str, dict[str, flo
 
 def rls(runs: int = 101, url: str | None = None, **load: int) -> dict[str, Any]:
     """Run the benchmark in a scratch database on the server at `url` (default: the kit's database)."""
-    with scratch_database(database_url(url), "kit_bench_rls") as scratch, connect(scratch) as conn:
-        migrate(conn)
-        load_demo_data(conn)
+    with scratch_database(url, "all", demo_data=True) as scratch, connect(scratch) as conn:
         started = time.perf_counter()
         load_reads(conn, **load)
         rows = conn.execute("select count(*) from public.session_analytics").fetchone()[0]

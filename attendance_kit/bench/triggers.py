@@ -26,12 +26,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..connection import become, connect, database_url, resolve_user
-from ..demo import load_demo_data
+from ..connection import become, connect, resolve_user
+from ..databases import scratch_database
 from ..errors import KitError
-from ..migrations import migrate
 from ..seed_draft import seed_sql
-from . import scratch_database
 
 ADA = "ada@attendance-kit.test"
 ENGINES_COURSE = "c0000000-0000-4000-8000-000000000001"
@@ -190,7 +188,6 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
     """Run the benchmark in scratch databases on the server at `url` (default: the kit's database)."""
     if bulk_rows % bulk_sessions:
         raise KitError(f"--bulk-rows ({bulk_rows}) must be a multiple of --bulk-sessions ({bulk_sessions})")
-    server = database_url(url)
     params = {"sessions": bulk_sessions, "per_session": bulk_rows // bulk_sessions}
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -199,9 +196,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         "bulk_rows": bulk_rows, "bulk_sessions": bulk_sessions, "runs": runs, "check_ins": check_ins,
         "targets": TARGETS}
 
-    with scratch_database(server, "kit_bench_triggers_kit") as scratch, connect(scratch) as conn:
-        migrate(conn)
-        load_demo_data(conn)
+    with scratch_database(url, "all", demo_data=True) as scratch, connect(scratch) as conn:
         load(conn, bulk_sessions, params["per_session"])
         result["server_version"] = conn.execute("show server_version").fetchone()[0]
         kit_bulk = bulk_ratio(conn, params, runs)
@@ -209,9 +204,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         teacher_bulk = bulk_ratio(conn, params, runs, who=ADA)
         teacher_check_in = check_in_ratio(conn, bulk_sessions, check_ins, who=ADA)
 
-    with scratch_database(server, "kit_bench_triggers_seed") as scratch, connect(scratch) as conn:
-        migrate(conn, through="002_base_schema.sql")
-        load_demo_data(conn)
+    with scratch_database(url, "002_base_schema.sql", demo_data=True) as scratch, connect(scratch) as conn:
         conn.execute(seed_sql())
         conn.execute("alter table public.session_analytics alter column connection_count drop not null")
         load(conn, bulk_sessions, params["per_session"])
