@@ -97,6 +97,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _server.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first, so that the workers finish together (xdist keeps this order: --no-loadscope-reorder): the
+    lab's sequence (tests/test_lab.py, one worker, ~24 notebook runs in order), then the notebooks, then the rest."""
+    def rank(item: pytest.Item) -> int:
+        return 0 if item.path.name == "test_lab.py" else 1 if item.path.suffix == ".ipynb" else 2
+
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before a notebook's kernel starts (with its first cell), point it at its main database: a fresh, empty one,

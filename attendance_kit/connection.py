@@ -14,14 +14,16 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import sqlalchemy
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from .errors import KitError, one_line
+
+if TYPE_CHECKING:  # sqlalchemy is imported where it is used: the command line starts faster without it
+    import sqlalchemy
 
 URL_VARIABLE = "ATTENDANCE_KIT_DATABASE_URL"
 MINIMUM_SERVER_VERSION = 150000
@@ -40,12 +42,16 @@ def database_url(url: str | None = None) -> str:
 
 
 def url_with_database(url: str, dbname: str) -> str:
-    """The same server and credentials, another database."""
+    """The same server and credentials, another database (a URL, or a key=value string)."""
+    if "://" not in url:
+        return psycopg.conninfo.make_conninfo(url, dbname=dbname)
     return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + dbname))
 
 
 def sql_engine(url: str | None = None) -> sqlalchemy.engine.Engine:
     """A SQLAlchemy engine (psycopg 3 driver) on the same database, for the `%sql` magic: `%sql engine`."""
+    import sqlalchemy
+
     params = psycopg.conninfo.conninfo_to_dict(database_url(url))
     return sqlalchemy.create_engine(sqlalchemy.engine.URL.create(
         "postgresql+psycopg", username=params.pop("user", None), password=params.pop("password", None),

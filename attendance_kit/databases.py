@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
-import sqlalchemy
 from psycopg import sql
 
 from . import term
@@ -30,6 +30,9 @@ from .connection import connect, database_url, redacted, sql_engine, url_with_da
 from .demo import DEMO_DATA_FILE, load_demo_data
 from .errors import KitError, one_line
 from .migrations import migrate, migrations_in
+
+if TYPE_CHECKING:
+    import sqlalchemy
 
 TEMPLATE_PREFIX = "kit_template_"
 SCRATCH_PREFIX = "kit_scratch_"
@@ -123,17 +126,6 @@ def scratch_database(server_url: str | None = None, through: str | None = None, 
             _drop(admin, name)
 
 
-def drop_kit_databases(server_url: str) -> list[str]:
-    """Drop the templates and scratch databases the kit made on a server; return their names."""
-    with _admin(server_url) as admin:
-        names = [row[0] for row in admin.execute(
-            "select datname from pg_database where starts_with(datname, %s) or starts_with(datname, %s) "
-            "order by datname", [TEMPLATE_PREFIX, SCRATCH_PREFIX])]
-        for name in names:
-            _drop(admin, name)
-    return names
-
-
 def _make(server: str, name: str, contents: Contents) -> None:
     """(Re)create `name` as a copy of the template holding `contents`, building the template first if needed."""
     with _admin(server) as admin:
@@ -157,7 +149,7 @@ def _build_template(admin: psycopg.Connection, server: str, template: str, conte
     if _exists(admin, template):
         return
     kind = template.rsplit("_", 1)[0] + "_"
-    for (stale,) in admin.execute("select datname from pg_database where starts_with(datname, %s)", [kind]):
+    for (stale,) in admin.execute("select datname from pg_database where starts_with(datname, %s)", [kind]).fetchall():
         _drop(admin, stale)
     building = template + "_building"
     _recreate(admin, building, "template0")
@@ -171,12 +163,12 @@ def _build_template(admin: psycopg.Connection, server: str, template: str, conte
 
 
 def _recreate(admin: psycopg.Connection, name: str, template: str) -> None:
-    _drop(admin, name)
     try:
+        _drop(admin, name)
         admin.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template)))
     except psycopg.errors.InsufficientPrivilege as error:
-        raise KitError(f"cannot create database {name}: {one_line(error)} (the lessons and benchmarks need a role "
-                       "that may create databases, e.g. the kit's cluster or Supabase's postgres)") from None
+        raise KitError(f"cannot make database {name} afresh: {one_line(error)} (the lessons and benchmarks need a "
+                       "role that may create databases, e.g. the kit's cluster's or Supabase's postgres)") from None
 
 
 def _drop(admin: psycopg.Connection, name: str) -> None:

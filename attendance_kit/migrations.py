@@ -12,12 +12,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from IPython.display import Markdown
 
 from .errors import KitError, one_line
 from .server import PROJECT_DIR
+
+if TYPE_CHECKING:  # IPython is imported where it is used: the command line starts faster without it
+    from IPython.display import Markdown
 
 SQL_DIR = PROJECT_DIR / "sql"
 MIGRATION_NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
@@ -62,6 +65,8 @@ def migration_status(conn: psycopg.Connection) -> list[dict[str, str]]:
 
 def show_sql(name: str) -> Markdown:
     """A file of sql/ (a migration, seed.sql, the access contract) for a notebook, exactly as it is on disk."""
+    from IPython.display import Markdown
+
     path = SQL_DIR / name
     language = "yaml" if path.suffix == ".yaml" else "sql"
     return Markdown(f"**`sql/{name}`**\n\n```{language}\n{path.read_text(encoding='utf-8').rstrip()}\n```")

@@ -238,8 +238,8 @@ class ChangeFeed:
         try:
             require_logical_decoding(self.conn)
             self._check_publication()
-            self._create_slot()
             self._quiet_server_log()
+            self._create_slot()
         except BaseException:
             self.conn.close()
             raise

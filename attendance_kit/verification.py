@@ -10,9 +10,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psycopg
 import yaml
 from psycopg import sql
@@ -21,6 +20,9 @@ from .connection import become, resolve_user
 from .errors import KitError, one_line
 from .lints import Finding, run_lints
 from .migrations import SQL_DIR, migration_status
+
+if TYPE_CHECKING:  # pandas is imported where it is used: the command line starts faster without it
+    import pandas as pd
 
 CONTRACT_FILE = SQL_DIR / "access_contract.yaml"
 WRITES = ("insert", "update", "delete")
@@ -92,6 +94,8 @@ class Verification:
 
         Green: allowed (or rows visible), grey: denied, red: not what the contract says.
         """
+        import pandas as pd
+
         cells = self.matrix[self.matrix["case"] == ""].copy()
         order = {"index": list(dict.fromkeys(cells["table"])), "columns": list(dict.fromkeys(cells["persona"]))}
         cells["table"] = pd.Categorical(cells["table"], order["index"])
@@ -131,6 +135,8 @@ def verify(conn: psycopg.Connection, contract: Contract | None = None) -> Verifi
 
 def run_contract(conn: psycopg.Connection, contract: Contract) -> pd.DataFrame:
     """Every check of the contract, each as its persona in a rolled-back savepoint."""
+    import pandas as pd
+
     checks = contract.checks()
     users = {who: resolve_user(conn, contract.personas.get(who, who)) for who in {c.persona for c in checks}}
     rows = []

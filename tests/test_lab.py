@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
-import psycopg
 import pytest
 
 from attendance_kit import connect, load_demo_data, migrate
+from attendance_kit.connection import url_with_database
 from attendance_kit.server import PROJECT_DIR, Cluster
 
 NOTEBOOKS = sorted((PROJECT_DIR / "notebooks").glob("*.ipynb"))
@@ -62,7 +62,7 @@ def experiment_by_hand(lab_url: str) -> None:
         lessons = [row[0] for row in conn.execute(
             "select datname from pg_database where datname like 'lesson\\_%' or datname = current_database()")]
     for name in lessons:
-        with psycopg.connect(lab_url.rsplit("/", 1)[0] + "/" + name, autocommit=True) as conn:
+        with connect(url_with_database(lab_url, name)) as conn:
             conn.execute("create table if not exists public.my_notes (note text)")
             if conn.execute("select to_regclass('public.websocket_channels')").fetchone()[0] is None:
                 continue

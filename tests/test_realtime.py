@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from attendance_kit import KitError, as_user
+from attendance_kit import KitError, as_user, connect, load_demo_data, migrate
 from attendance_kit.realtime import UNCHANGED_TOAST, ChangeFeed, Realtime, listen, render_event
 from attendance_kit.server import Cluster, port_is_free
 
@@ -480,7 +481,7 @@ def test_listen_shows_the_teacher_a_check_in_and_the_outsider_nothing(
     seen: dict[str, list[dict[str, Any]]] = {ADA: [], OLIVE: []}
 
     def run(who: str) -> None:
-        seen[who].extend(listen(who, database_url=db_url, tables=["attendance_records"], seconds=5))
+        seen[who].extend(listen(who, database_url=db_url, tables=["attendance_records"], seconds=3))
 
     threads = [threading.Thread(target=run, args=(who,)) for who in seen]
     for thread in threads:
@@ -499,3 +500,20 @@ def test_listen_shows_the_teacher_a_check_in_and_the_outsider_nothing(
     line = json.loads(render_event(event, "jsonl"))
     assert line["record"]["student_id"] == SAM_ID and line["table"] == "attendance_records"
     assert "INSERT" in render_event(event, "table") and SAM_ID in render_event(event, "table")
+
+
+def test_an_idle_listener_writes_nothing_to_the_server_log(scratch_dir: Path) -> None:
+    """Logical decoding logs two LOG lines (and their statement) per call: polled several times a second, an idle
+    listener once wrote ~600 MB a day into the cluster's log. Now none; the log itself rotates by the hour."""
+    cluster = Cluster(scratch_dir / "quiet")
+    url = cluster.up()
+    try:
+        with connect(url) as conn:
+            migrate(conn)
+            load_demo_data(conn)
+        assert list(listen("ada@attendance-kit.test", database_url=url, seconds=1.5)) == []
+        logs = sorted((cluster.data_dir / "log").glob("*.log"))
+        assert logs and all(re.fullmatch(r"server-\d\d\.log", log.name) for log in logs)
+        assert "logical decoding" not in "".join(log.read_text(errors="replace") for log in logs)
+    finally:
+        cluster.down()

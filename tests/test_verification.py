@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -140,3 +141,11 @@ def test_a_database_with_more_than_the_personas_still_matches(conn: psycopg.Conn
 def test_an_unmigrated_database_is_named_not_verified(empty_db: str) -> None:
     with connect(empty_db) as conn, pytest.raises(KitError, match="lacks 001_supabase_auth_shim.sql, .*migrate"):
         verify(conn)
+    # On the command line the fix names the same database, and --format json still answers on stdout.
+    command = [sys.executable, "-m", "attendance_kit.cli", "verify", "--database-url", empty_db, "--format", "json"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "run `./kit migrate --demo-data --database-url 'postgresql://postgres:***@" in line
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and "lacks 001_supabase_auth_shim.sql" in answer["error"]
