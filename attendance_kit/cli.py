@@ -148,8 +148,9 @@ def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     else:
         cluster = Cluster()
         url = cluster.up(port=args.db_port)
-        say(f"the lab's database: {redacted(url)}, the kit's PostgreSQL cluster in {cluster.data_dir}. It keeps "
-            "running when JupyterLab stops: `./kit db down` stops it, `./kit db reset` starts it over.")
+        say(f"the lab's database: {redacted(url)} (`./kit db url` prints it whole), the kit's PostgreSQL cluster in "
+            f"{cluster.data_dir}. It keeps running when JupyterLab stops: `./kit db down` stops it, `./kit db reset` "
+            "starts it over.")
     migrate_and_seed(url, demo_data=True)
     say("each notebook makes a database of its own on this server (lesson_00 ... lesson_07); the main one is "
         "yours to explore. Start with notebooks/00_setup.ipynb.")
