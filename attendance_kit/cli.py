@@ -16,9 +16,8 @@ from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
 from .errors import KitError, one_line
-from .server import KIT_CONF, PROJECT_DIR, Cluster
-
-NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
+from .paths import NOTEBOOKS_DIR
+from .server import KIT_CONF, Cluster
 
 
 def say(message: str) -> None:
@@ -26,7 +25,7 @@ def say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def migrate_and_seed(url: str | None, demo_data: bool, demo_term: bool = False) -> None:
+def migrate_and_load_demo(url: str | None, demo_data: bool, demo_term: bool = False) -> None:
     with connect(url) as conn:
         applied = migrations.migrate(conn)
         say(f"applied {', '.join(applied)}" if applied else "migrations: nothing to apply")
@@ -60,7 +59,7 @@ def db_up(args: argparse.Namespace) -> None:
     if args.port is not None:
         say(f"port {args.port} is now this clone's: later `./kit db up` and `./kit lab` use it too "
             f"(it is kept in {cluster.data_dir / KIT_CONF})")
-    migrate_and_seed(url, demo_data=True)
+    migrate_and_load_demo(url, demo_data=True)
     print(url)
 
 
@@ -68,7 +67,7 @@ def db_reset(args: argparse.Namespace) -> None:
     cluster = Cluster()
     url = cluster.reset()
     say(f"the kit's cluster started over: every database in {cluster.data_dir} was dropped")
-    migrate_and_seed(url, demo_data=True)
+    migrate_and_load_demo(url, demo_data=True)
     print(url)
 
 
@@ -84,7 +83,7 @@ def db_url(args: argparse.Namespace) -> None:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    migrate_and_seed(args.database_url, demo_data=args.demo_data, demo_term=args.demo_term)
+    migrate_and_load_demo(args.database_url, demo_data=args.demo_data, demo_term=args.demo_term)
 
 
 def verify_command(args: argparse.Namespace) -> int:
@@ -151,7 +150,7 @@ def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
         say(f"the lab's database: {redacted(url)} (`./kit db url` prints it whole), the kit's PostgreSQL cluster in "
             f"{cluster.data_dir}. It keeps running when JupyterLab stops: `./kit db down` stops it, `./kit db reset` "
             "starts it over.")
-    migrate_and_seed(url, demo_data=True)
+    migrate_and_load_demo(url, demo_data=True)
     say("each notebook makes a database of its own on this server (lesson_00 ... lesson_07); the main one is "
         "yours to explore. Start with notebooks/00_setup.ipynb.")
     env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})
@@ -197,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     benchmarks = [  # name, help, what it runs, its own option (a flag, a type, a default, a help)
         ("startup", "a new embedded cluster: to accepting connections, to migrated", bench_startup,
          ("--runs", int, 3, "fresh clusters to time (median)")),
-        ("triggers", "the analytics trigger: bulk and per-check-in cost, kit vs seed", bench_triggers,
+        ("triggers", "the analytics trigger: bulk and per-check-in cost, kit vs draft", bench_triggers,
          ("--runs", int, 5, "runs per measurement (medians)")),
         ("realtime", "commit-to-delivery latency and changes/s, 1 to 500 subscribers", bench_realtime,
          ("--seconds", float, 5.0, "how long each load runs")),

@@ -12,17 +12,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psycopg
 
 from .errors import KitError, one_line
-from .server import PROJECT_DIR
+from .paths import SQL_DIR
 
-if TYPE_CHECKING:  # IPython is imported where it is used: the command line starts faster without it
-    from IPython.display import Markdown
-
-SQL_DIR = PROJECT_DIR / "sql"
 MIGRATION_NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
 LEDGER_DDL = """
 create schema if not exists attendance_kit;
@@ -61,15 +56,6 @@ def migration_status(conn: psycopg.Connection) -> list[dict[str, str]]:
     applied = applied_checksums(conn)
     return [{"migration": m.name, "status": "applied" if m.name in applied else "pending"}
             for m in migrations_in()]
-
-
-def show_sql(name: str) -> Markdown:
-    """A file of sql/ (a migration, seed.sql, the access contract) for a notebook, exactly as it is on disk."""
-    from IPython.display import Markdown
-
-    path = SQL_DIR / name
-    language = "yaml" if path.suffix == ".yaml" else "sql"
-    return Markdown(f"**`sql/{name}`**\n\n```{language}\n{path.read_text(encoding='utf-8').rstrip()}\n```")
 
 
 def applied_checksums(conn: psycopg.Connection) -> dict[str, str]:

@@ -11,27 +11,36 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
 from .connection import become, resolve_user
+from .demo import ADA, SAM
 
-# Reads the notebooks make: (persona, table, query). Each query is what that persona runs through the API.
+
+class PersonaRead(NamedTuple):
+    """A read the notebooks make: what `who` runs through the API against `table`."""
+
+    who: str
+    table: str
+    query: str
+
+
 PERSONA_QUERIES = [
-    ("ada@attendance-kit.test", "session_analytics",
+    PersonaRead(ADA.email, "session_analytics",
      "select session_id, count(*), max(present_count) from public.session_analytics group by session_id"),
-    ("ada@attendance-kit.test", "attendance_records",
+    PersonaRead(ADA.email, "attendance_records",
      "select session_id, count(*) filter (where status) from public.attendance_records group by session_id"),
-    ("ada@attendance-kit.test", "attendance_status_changes",
+    PersonaRead(ADA.email, "attendance_status_changes",
      "select new_status, count(*) from public.attendance_status_changes group by new_status"),
-    ("ada@attendance-kit.test", "session_status_changes",
+    PersonaRead(ADA.email, "session_status_changes",
      "select session_id, max(changed_at) from public.session_status_changes group by session_id"),
-    ("ada@attendance-kit.test", "websocket_channels",
+    PersonaRead(ADA.email, "websocket_channels",
      "select session_id, sum(active_connections) from public.websocket_channels group by session_id"),
-    ("sam@attendance-kit.test", "attendance_records",
+    PersonaRead(SAM.email, "attendance_records",
      "select session_id, status from public.attendance_records"),
-    ("sam@attendance-kit.test", "websocket_channels",
+    PersonaRead(SAM.email, "websocket_channels",
      "select session_id, channel_name from public.websocket_channels"),
 ]
 DEFAULT_THRESHOLD_ROWS = 10_000
@@ -60,7 +69,7 @@ def plan_as(conn: psycopg.Connection, who: str, query: str) -> dict[str, Any]:
 
 
 def full_scans(conn: psycopg.Connection, threshold_rows: int = DEFAULT_THRESHOLD_ROWS,
-               queries: list[tuple[str, str, str]] = PERSONA_QUERIES) -> list[FullScan]:
+               queries: list[PersonaRead] = PERSONA_QUERIES) -> list[FullScan]:
     """Every scan, in the persona queries' plans, that reads a table with more than `threshold_rows` whole."""
     sizes = dict(conn.execute(
         "select c.relname, c.reltuples::bigint from pg_class c where c.relnamespace = 'public'::regnamespace"

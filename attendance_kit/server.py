@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KitError
+from .paths import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 UNPRIVILEGED_ACCOUNT = "nobody"
 # A dev cluster trades crash safety of the OS for speed (fsync off; a killed server loses nothing);
 # wal_level=logical is what the publication and realtime need. Its log is bounded: one file per hour of the day

@@ -6,7 +6,7 @@ chronically absent), connections rise and fall, the teacher records the absent, 
 reason, and ends the session. Every write is made as the person who would make it (`as_user` semantics),
 stamped with the lesson's time through the `attendance_kit.as_of` setting, so `session_analytics`,
 `attendance_status_changes` and `session_status_changes` are produced by the kit's own triggers, at fixed
-times. The same seed and sizes give the same term, ids included. Each lesson is one transaction, so an
+times. The same random seed and sizes give the same term, ids included. Each lesson is one transaction, so an
 interrupted run leaves whole lessons only, and running it again adds the missing ones.
 """
 
@@ -18,23 +18,33 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
 from .connection import become, resolve_user, supabase_claims
+from .demo import ADA, COMPILERS_COURSE, COMPILERS_GROUP, ENGINES_COURSE, ENGINES_GROUP, GRACE, Persona
 
 NAMESPACE = uuid.UUID("7b3c1e2a-5d4f-4a6b-9c8d-0e1f2a3b4c5d")
 TERM_START = datetime(2026, 1, 19, 9, 0, tzinfo=timezone.utc)  # the week after the personas' lecture 1
-ALAN = ("a0000000-0000-4000-8000-000000000003", "alan@attendance-kit.test", "Alan Turing")
-COMPUTABILITY = ("c0000000-0000-4000-8000-000000000003", "60000000-0000-4000-8000-000000000003")
-# (course id, title, teacher email, group id, hours after 09:00 on lesson day)
+# The term's third teacher, with a course and group of her own.
+ALAN = Persona("a0000000-0000-4000-8000-000000000003", "alan@attendance-kit.test", "Alan Turing")
+COMPUTABILITY_COURSE = "c0000000-0000-4000-8000-000000000003"
+COMPUTABILITY_GROUP = "60000000-0000-4000-8000-000000000003"
+
+
+class Course(NamedTuple):
+    id: str
+    title: str
+    teacher_email: str
+    group_id: str
+    hour: int  # hours after 09:00 on lesson day
+
+
 COURSES = [
-    ("c0000000-0000-4000-8000-000000000001", "Analytical Engines", "ada@attendance-kit.test",
-     "60000000-0000-4000-8000-000000000001", 0),
-    ("c0000000-0000-4000-8000-000000000002", "Compilers", "grace@attendance-kit.test",
-     "60000000-0000-4000-8000-000000000002", 2),
-    (COMPUTABILITY[0], "Computability", ALAN[1], COMPUTABILITY[1], 4),
+    Course(ENGINES_COURSE, "Analytical Engines", ADA.email, ENGINES_GROUP, 0),
+    Course(COMPILERS_COURSE, "Compilers", GRACE.email, COMPILERS_GROUP, 2),
+    Course(COMPUTABILITY_COURSE, "Computability", ALAN.email, COMPUTABILITY_GROUP, 4),
 ]
 FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Ema", "Femi", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Milo",
                "Nora", "Omar", "Pia", "Quin", "Rosa", "Teo", "Vera", "Wen", "Yara", "Zeb", "Ines"]
@@ -61,7 +71,7 @@ class Student:
 class TermSize:
     weeks: int = 6
     group_size: int = 24
-    seed: int = 2026
+    random_seed: int = 2026
 
 
 def term_id(label: str) -> str:
@@ -76,11 +86,11 @@ def load_demo_term(conn: psycopg.Connection, size: TermSize = TermSize(),
     lessons = [(week, course) for week in range(size.weeks) for course in COURSES]
     held = False
     for done, (week, course) in enumerate(lessons, 1):
-        lesson = term_id(f"lesson-{course[0]}-{week}")
+        lesson = term_id(f"lesson-{course.id}-{week}")
         if not conn.execute("select 1 from public.live_sessions where id = %s", [lesson]).fetchone():
             with conn.transaction():
-                _hold_lesson(conn, random.Random(f"{size.seed}:{lesson}"), lesson, week, course,
-                             [s for s in students if s.group_id == course[3]])
+                _hold_lesson(conn, random.Random(f"{size.random_seed}:{lesson}"), lesson, week, course,
+                             [s for s in students if s.group_id == course.group_id])
             held = True
         if progress:
             progress(done, len(lessons))
@@ -90,22 +100,23 @@ def load_demo_term(conn: psycopg.Connection, size: TermSize = TermSize(),
 def _enrol(conn: psycopg.Connection, size: TermSize) -> list[Student]:
     """The third teacher, course and group, and generated students filling every group to `group_size`."""
     with conn.transaction():
-        conn.execute("insert into auth.users (id, email) values (%s, %s) on conflict do nothing", ALAN[:2])
+        conn.execute("insert into auth.users (id, email) values (%s, %s) on conflict do nothing", [ALAN.id, ALAN.email])
         conn.execute("insert into public.profiles (id, full_name, role) values (%s, %s, 'teacher') "
-                     "on conflict do nothing", [ALAN[0], ALAN[2]])
+                     "on conflict do nothing", [ALAN.id, ALAN.name])
         conn.execute("insert into public.student_groups (id, name) values (%s, 'Computability C') "
-                     "on conflict do nothing", [COMPUTABILITY[1]])
+                     "on conflict do nothing", [COMPUTABILITY_GROUP])
         conn.execute("insert into public.courses (id, title, teacher_id) values (%s, 'Computability', %s) "
-                     "on conflict do nothing", [COMPUTABILITY[0], ALAN[0]])
+                     "on conflict do nothing", [COMPUTABILITY_COURSE, ALAN.id])
         students = []
-        for _, _, _, group_id, _ in COURSES:
+        for group_id in (course.group_id for course in COURSES):
             members = [str(row[0]) for row in conn.execute(
                 "select id from public.student_profiles where group_id = %s and student_number not like 'T-%%' "
                 "order by id", [group_id])]
             for n in range(len(members), size.group_size):
-                members.append(_generated_student(conn, random.Random(f"{size.seed}:{group_id}:{n}"), group_id, n))
+                rng = random.Random(f"{size.random_seed}:{group_id}:{n}")
+                members.append(_generated_student(conn, rng, group_id, n))
             for student_id in members:
-                rng = random.Random(f"{size.seed}:{student_id}")
+                rng = random.Random(f"{size.random_seed}:{student_id}")
                 chronic = rng.random() < 0.12
                 students.append(Student(student_id, group_id,
                                         absence=rng.uniform(0.35, 0.6) if chronic else rng.uniform(0.02, 0.12),
@@ -143,7 +154,7 @@ def _acting(conn: psycopg.Connection, who: tuple[str, dict[str, Any]], when: dat
                     "set_config('attendance_kit.change_reason', '', true)")
 
 
-def _hold_lesson(conn: psycopg.Connection, rng: random.Random, lesson: str, week: int, course: tuple,
+def _hold_lesson(conn: psycopg.Connection, rng: random.Random, lesson: str, week: int, course: Course,
                  students: list[Student]) -> None:
     course_id, title, teacher_email, group_id, hour = course
     start = TERM_START + timedelta(weeks=week, hours=hour)

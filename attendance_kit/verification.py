@@ -19,14 +19,15 @@ from psycopg import sql
 from .connection import become, resolve_user
 from .errors import KitError, one_line
 from .lints import Finding, run_lints
-from .migrations import SQL_DIR, migration_status
+from .migrations import migration_status
+from .paths import SQL_DIR
 
 if TYPE_CHECKING:  # pandas is imported where it is used: the command line starts faster without it
     import pandas as pd
 
 CONTRACT_FILE = SQL_DIR / "access_contract.yaml"
 WRITES = ("insert", "update", "delete")
-MATRIX_COLUMNS = ["table", "persona", "operation", "case", "expected", "actual", "ok"]
+MATRIX_COLUMNS = ["table", "persona", "operation", "case", "expected", "attempt", "ok"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,38 @@ class Check:
     case: str
     expected: str
     statement: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a check did when it was tried. `outcome` is "allowed" (rows changed), "denied" (refused, or no row
+    changed), "visible" (a select that ran) or "error"; `detail` is the database's words. A visible select counts
+    the `rows` it saw against the rows the contract expects it to see (`expected_rows`; None when the contract
+    says it is denied). Rendered as text only where it is shown (`str`)."""
+
+    outcome: str
+    detail: str = ""
+    rows: int = 0
+    expected_rows: int | None = None
+    unexpected: int = 0
+    missing: int = 0
+
+    @property
+    def label(self) -> str:
+        """One word for a table cell: the outcome, or the rows a select saw."""
+        return _rows(self.rows) if self.outcome == "visible" else self.outcome
+
+    def __str__(self) -> str:
+        if self.outcome == "allowed":
+            return f"allowed: {_rows(self.rows)}"
+        if self.outcome != "visible":
+            return f"{self.outcome}: {self.detail}" if self.detail else self.outcome
+        if self.expected_rows is None:
+            return _rows(self.rows)
+        if not self.unexpected and not self.missing:
+            return f"{_rows(self.rows)} as expected"
+        return (f"{_rows(self.rows)}, expected {self.expected_rows}: {self.unexpected} unexpected, "
+                f"{self.missing} missing")
 
 
 @dataclass
@@ -89,37 +122,13 @@ class Verification:
     def ok(self) -> bool:
         return bool(self.matrix["ok"].all()) and not self.findings
 
-    def to_html(self) -> str:
-        """The contract's cells as a colour-coded table: a row per table and operation, a column per persona.
-
-        Green: allowed (or rows visible), grey: denied, red: not what the contract says.
-        """
-        import pandas as pd
-
-        cells = self.matrix[self.matrix["case"] == ""].copy()
-        order = {"index": list(dict.fromkeys(cells["table"])), "columns": list(dict.fromkeys(cells["persona"]))}
-        cells["table"] = pd.Categorical(cells["table"], order["index"])
-        cells["persona"] = pd.Categorical(cells["persona"], order["columns"])
-        cells["operation"] = pd.Categorical(cells["operation"], ["select", *WRITES])
-        cells["shown"] = cells["actual"].str.replace(r"^(allowed|denied|error).*", r"\1", regex=True).str.replace(
-            " as expected", "")
-        shown = cells.pivot(index=["table", "operation"], columns="persona", values="shown")
-        ok = cells.pivot(index=["table", "operation"], columns="persona", values="ok")
-
-        def colour(column: pd.Series) -> list[str]:
-            return ["background-color: #f4b6b6" if not ok.loc[index, column.name]
-                    else "background-color: #e6e6e6; color: #666" if value == "denied"
-                    else "background-color: #c8ebc8" for index, value in column.items()]
-
-        return shown.style.apply(colour).set_uuid("access-matrix").to_html()
-
     def problems(self) -> list[str]:
         """One line per check that did not go as the contract says, then one per lint finding."""
         lines = []
         for row in self.matrix[~self.matrix["ok"]].itertuples():
             case = f" ({row.case})" if row.case else ""
             lines.append(f"{row.table}: {row.persona} {row.operation}{case}: expected {row.expected}, "
-                         f"got {row.actual}")
+                         f"got {row.attempt}")
         return lines + [str(finding) for finding in self.findings]
 
 
@@ -146,11 +155,13 @@ def run_contract(conn: psycopg.Connection, contract: Contract) -> pd.DataFrame:
             role, claims = users[check.persona]
             if check.operation == "select":
                 expected_ids = _expected_rows(conn, check.table, check.expected, contract)
-                actual, ok = _try_select(conn, role, claims, check, expected_ids)
+                attempt = _try_select(conn, role, claims, check, expected_ids)
+                ok = (attempt.outcome == "denied") if expected_ids is None else (
+                    attempt.outcome == "visible" and not attempt.unexpected and not attempt.missing)
             else:
-                actual = _try_write(conn, role, claims, contract.fill(check.statement))
-                ok = actual.split(":")[0] == check.expected
-            rows.append([check.table, check.persona, check.operation, check.case, check.expected, actual, ok])
+                attempt = _try_write(conn, role, claims, contract.fill(check.statement))
+                ok = attempt.outcome == check.expected
+            rows.append([check.table, check.persona, check.operation, check.case, check.expected, attempt, ok])
     return pd.DataFrame(rows, columns=MATRIX_COLUMNS)
 
 
@@ -164,39 +175,36 @@ def _expected_rows(conn: psycopg.Connection, table: str, rule: str, contract: Co
     return {row[0] for row in conn.execute(query)}
 
 
-def _try_select(conn: psycopg.Connection, role: str, claims: dict, check: Check,
-                expected_ids: set | None) -> tuple[str, bool]:
+def _try_select(conn: psycopg.Connection, role: str, claims: dict, check: Check, expected_ids: set | None) -> Attempt:
     try:
         with conn.transaction(force_rollback=True), conn.cursor() as cur:
             become(cur, role, claims)
             seen = {row[0] for row in cur.execute(check.statement)}
     except psycopg.errors.InsufficientPrivilege:
-        return "denied", expected_ids is None
+        return Attempt("denied")
     except psycopg.Error as error:
-        return f"error: {one_line(error)}", False
+        return Attempt("error", one_line(error))
     if expected_ids is None:
-        return _rows(len(seen)), False
-    if seen == expected_ids:
-        return f"{_rows(len(seen))} as expected", True
-    return (f"{_rows(len(seen))}, expected {len(expected_ids)}: {len(seen - expected_ids)} unexpected, "
-            f"{len(expected_ids - seen)} missing"), False
+        return Attempt("visible", rows=len(seen))
+    return Attempt("visible", rows=len(seen), expected_rows=len(expected_ids), unexpected=len(seen - expected_ids),
+                   missing=len(expected_ids - seen))
 
 
 def _rows(count: int) -> str:
     return f"{count} row" if count == 1 else f"{count} rows"
 
 
-def _try_write(conn: psycopg.Connection, role: str, claims: dict, statement: str) -> str:
-    """'allowed …' when the statement changed rows; 'denied …' when it was refused or changed none."""
+def _try_write(conn: psycopg.Connection, role: str, claims: dict, statement: str) -> Attempt:
+    """Allowed when the statement changed rows; denied when it was refused or changed none."""
     try:
         with conn.transaction(force_rollback=True), conn.cursor() as cur:
             become(cur, role, claims)
             changed = cur.execute(statement).rowcount
     except psycopg.errors.InsufficientPrivilege as error:
-        return f"denied: {one_line(error)}"
+        return Attempt("denied", one_line(error))
     except psycopg.Error as error:
-        return f"error: {one_line(error)}"
-    return f"allowed: {_rows(changed)}" if changed > 0 else "denied: no row changed"
+        return Attempt("error", one_line(error))
+    return Attempt("allowed", rows=changed) if changed > 0 else Attempt("denied", "no row changed")
 
 
 def contract_lints(conn: psycopg.Connection, contract: Contract) -> list[Finding]:

@@ -18,7 +18,8 @@ from psycopg import sql
 
 from attendance_kit import connect
 from attendance_kit.connection import url_with_database
-from attendance_kit.server import PROJECT_DIR, Cluster
+from attendance_kit.paths import PROJECT_DIR
+from attendance_kit.server import Cluster
 
 SCRATCH_DATABASE = "kit_notebook_refresh"
 

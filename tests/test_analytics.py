@@ -1,5 +1,5 @@
 """Session analytics from running totals (sql/005, issue 5): true under concurrency, one snapshot per session a
-statement touches, timestamps in commit order, retention; and the seed's per-row recount failing the same checks.
+statement touches, timestamps in commit order, retention; and the draft's per-row recount failing the same checks.
 
 The invariant: once every writer has committed, each session's newest snapshot (by recorded_at, then id) equals a
 direct count of its attendance_records (and the sum of its channels' connections).
@@ -23,20 +23,17 @@ import psycopg
 import pytest
 
 from attendance_kit import as_user, connect, load_demo_data, migrate
+from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_GROUP, ENGINES_LECTURE, SAM, TESS, UMA
+from attendance_kit.draft import apply_draft
 from attendance_kit.lints import run_lints
-from attendance_kit.seed_draft import seed_sql
 
-ADA = "ada@attendance-kit.test"
-ENGINES, COMPILERS = "5e000000-0000-4000-8000-000000000001", "5e000000-0000-4000-8000-000000000002"
 THIRD = "5e000000-0000-4000-8000-000000000003"  # Ada's, created by `prepare`
-SESSIONS = [ENGINES, COMPILERS, THIRD]
-SAM_ID, TESS_ID, UMA_ID = (f"b0000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
-ENGINES_A = "60000000-0000-4000-8000-000000000001"
+SESSIONS = [ENGINES_LECTURE, COMPILERS_LECTURE, THIRD]
 WORKERS, ROUNDS, POOL = 8, 4, 24
 GATE_TIMEOUT_S = 60
 
 ALL_OPS = ("insert", "status", "delete", "move")
-# One multi-row check-in per transaction: what the seed's trigger gets right when nothing overlaps (its snapshots
+# One multi-row check-in per transaction: what the draft's trigger gets right when nothing overlaps (its snapshots
 # of one transaction share a time, now(), so with a later status update in the same transaction its newest
 # snapshot would be a random one of them).
 CHECK_INS = ("insert",)
@@ -46,13 +43,10 @@ CHECK_INS = ("insert",)
 
 
 @pytest.fixture
-def seed_url(empty_db: str) -> str:
+def draft_url(empty_db: str) -> str:
     """The kit's foundation with the draft's SQL on top, its NOT NULL defect (1) patched."""
     with connect(empty_db) as conn:
-        migrate(conn, through="002_base_schema.sql")
-        load_demo_data(conn)
-        conn.execute(seed_sql())
-        conn.execute("alter table session_analytics alter column connection_count drop not null")
+        apply_draft(conn, patch_not_null=True)
     return empty_db
 
 
@@ -61,7 +55,7 @@ def student_id(worker: int, n: int) -> str:
 
 
 def prepare(url: str, workers: int = WORKERS, pool: int = POOL) -> list[list[str]]:
-    """A third session, one channel per session (the seed's trigger breaks on none or two), and `pool` students
+    """A third session, one channel per session (the draft's trigger breaks on none or two), and `pool` students
     (group Engines A) for each worker. Returns each worker's students."""
     students = [[student_id(w, n) for n in range(pool)] for w in range(workers)]
     flat = [s for pool_ in students for s in pool_]
@@ -69,7 +63,7 @@ def prepare(url: str, workers: int = WORKERS, pool: int = POOL) -> list[list[str
         conn.execute("""
             insert into live_sessions (id, course_id, title, group_ids, starts_at)
             values (%s, 'c0000000-0000-4000-8000-000000000001', 'Analytical Engines: lecture 2', %s, now())
-        """, [THIRD, [ENGINES_A]])
+        """, [THIRD, [ENGINES_GROUP]])
         conn.execute("""
             insert into websocket_channels (session_id, channel_name, active_connections)
             values (%s, 'presence', 5), (%s, 'presence', 3), (%s, 'presence', 0)
@@ -79,7 +73,7 @@ def prepare(url: str, workers: int = WORKERS, pool: int = POOL) -> list[list[str
         conn.execute("insert into profiles (id, full_name, role) select u, 'Student ' || u, 'student' "
                      "from unnest(%s::uuid[]) u", [flat])
         conn.execute("insert into student_profiles (id, group_id, student_number) select u, %s, u::text "
-                     "from unnest(%s::uuid[]) u", [ENGINES_A, flat])
+                     "from unnest(%s::uuid[]) u", [ENGINES_GROUP, flat])
     return students
 
 
@@ -124,9 +118,9 @@ class Writer:
     then, as `ops` allow, corrects statuses, deletes a row in up to two sessions, and moves a row to another
     session. Each session's attendance grows by at least one row per transaction."""
 
-    def __init__(self, url: str, students: list[str], ops: tuple[str, ...], seed: int) -> None:
+    def __init__(self, url: str, students: list[str], ops: tuple[str, ...], random_seed: int) -> None:
         self.conn = connect(url)
-        self.students, self.ops, self.rng = students, ops, random.Random(seed)
+        self.students, self.ops, self.rng = students, ops, random.Random(random_seed)
         self.present: dict[str, set[str]] = {s: set() for s in SESSIONS}  # students recorded per session
 
     def own_rows(self) -> list[tuple[str, str]]:
@@ -168,11 +162,11 @@ class Writer:
 
 
 def run_workload(url: str, students: list[list[str]], ops: tuple[str, ...], overlap: bool = True,
-                 rounds: int = ROUNDS, seed: int = 5) -> list[dict[str, tuple]]:
+                 rounds: int = ROUNDS, random_seed: int = 5) -> list[dict[str, tuple]]:
     """`rounds` rounds of one transaction per writer, all writers at once. With `overlap`, each commits only when
     every other writer of the round has written or waits for a lock; without it, one transaction at a time.
     Returns, for each round once all its writers committed, the sessions whose newest snapshot is wrong."""
-    writers = [Writer(url, pool, ops, seed * 1000 + i) for i, pool in enumerate(students)]
+    writers = [Writer(url, pool, ops, random_seed * 1000 + i) for i, pool in enumerate(students)]
     pids = [w.conn.info.backend_pid for w in writers]
     monitor, monitor_lock, one_at_a_time = connect(url), threading.Lock(), threading.Lock()
     wrote = [[threading.Event() for _ in writers] for _ in range(rounds)]
@@ -243,9 +237,9 @@ def test_concurrent_writers_leave_the_newest_snapshot_true(db_url: str, ops: tup
         """).fetchone()[0] == 0
 
 
-def test_the_seeds_trigger_loses_concurrent_check_ins(seed_url: str) -> None:
-    students = prepare(seed_url)
-    after_each_round = run_workload(seed_url, students, CHECK_INS)
+def test_the_drafts_trigger_loses_concurrent_check_ins(draft_url: str) -> None:
+    students = prepare(draft_url)
+    after_each_round = run_workload(draft_url, students, CHECK_INS)
     # In every round the newest snapshot of every session misses check-ins the other writers committed
     # (typically all 21 of the other seven writers': each snapshot counted its own 3 per session).
     assert len(after_each_round) == ROUNDS
@@ -255,10 +249,10 @@ def test_the_seeds_trigger_loses_concurrent_check_ins(seed_url: str) -> None:
             assert snapshot[0] < counted[0]
 
 
-def test_the_seeds_trigger_is_right_when_check_ins_do_not_overlap(seed_url: str) -> None:
-    """The control: the same workload one transaction at a time passes on the seed, so concurrency is the cause."""
-    students = prepare(seed_url)
-    assert run_workload(seed_url, students, CHECK_INS, overlap=False) == [{}] * ROUNDS
+def test_the_drafts_trigger_is_right_when_check_ins_do_not_overlap(draft_url: str) -> None:
+    """The control: the same workload one transaction at a time passes on the draft, so concurrency is the cause."""
+    students = prepare(draft_url)
+    assert run_workload(draft_url, students, CHECK_INS, overlap=False) == [{}] * ROUNDS
 
 
 def test_contended_rows_stay_right(db_url: str) -> None:
@@ -315,38 +309,40 @@ def snapshot_count(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def test_a_bulk_statement_writes_one_snapshot_per_session(conn: psycopg.Connection) -> None:
-    three = [SAM_ID, TESS_ID, UMA_ID]
+    three = [SAM.id, TESS.id, UMA.id]
     conn.execute("insert into attendance_records (session_id, student_id, status) "
                  "select s, st, st <> %s from unnest(%s::uuid[]) s cross join unnest(%s::uuid[]) st",
-                 [UMA_ID, [ENGINES, COMPILERS], three])
-    assert snapshot_count(conn) == {ENGINES: 1, COMPILERS: 1}
-    assert newest(conn, ENGINES) == truth(conn, ENGINES) == (3, 2, 0, {"present": 2, "absent": 1})
+                 [UMA.id, [ENGINES_LECTURE, COMPILERS_LECTURE], three])
+    assert snapshot_count(conn) == {ENGINES_LECTURE: 1, COMPILERS_LECTURE: 1}
+    assert newest(conn, ENGINES_LECTURE) == truth(conn, ENGINES_LECTURE) == (3, 2, 0, {"present": 2, "absent": 1})
 
     # A move out of one session into another: one snapshot for each.
-    conn.execute("delete from attendance_records where session_id = %s and student_id = %s", [COMPILERS, SAM_ID])
+    conn.execute("delete from attendance_records where session_id = %s and student_id = %s",
+                 [COMPILERS_LECTURE, SAM.id])
     conn.execute("update attendance_records set session_id = %s where session_id = %s and student_id = %s",
-                 [COMPILERS, ENGINES, SAM_ID])
-    assert snapshot_count(conn) == {ENGINES: 2, COMPILERS: 3}
+                 [COMPILERS_LECTURE, ENGINES_LECTURE, SAM.id])
+    assert snapshot_count(conn) == {ENGINES_LECTURE: 2, COMPILERS_LECTURE: 3}
     assert conn.execute("delete from attendance_records where student_id = any(%s)", [three]).rowcount == 5
-    assert snapshot_count(conn) == {ENGINES: 3, COMPILERS: 4}
-    for session in (ENGINES, COMPILERS):
+    assert snapshot_count(conn) == {ENGINES_LECTURE: 3, COMPILERS_LECTURE: 4}
+    for session in (ENGINES_LECTURE, COMPILERS_LECTURE):
         assert newest(conn, session) == truth(conn, session) == (0, 0, 0, {"present": 0, "absent": 0})
     # A statement that changes no row writes nothing.
     conn.execute("update attendance_records set status = true where false")
-    assert snapshot_count(conn) == {ENGINES: 3, COMPILERS: 4}
+    assert snapshot_count(conn) == {ENGINES_LECTURE: 3, COMPILERS_LECTURE: 4}
 
 
 def test_statements_of_one_transaction_get_increasing_times(conn: psycopg.Connection) -> None:
     with conn.transaction():
-        for student in (SAM_ID, TESS_ID, UMA_ID):
-            conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES, student])
+        for student in (SAM.id, TESS.id, UMA.id):
+            conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)",
+                         [ENGINES_LECTURE, student])
     times = [t for (t,) in conn.execute("select recorded_at from session_analytics order by recorded_at, id")]
     assert len(times) == 3 and times == sorted(set(times))
-    assert newest(conn, ENGINES)[:2] == (3, 3)
+    assert newest(conn, ENGINES_LECTURE)[:2] == (3, 3)
 
 
 def check_in(conn: psycopg.Connection, student: str) -> None:
-    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES, student])
+    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES_LECTURE, student])
 
 
 def started_early_committed_late(url: str) -> None:
@@ -354,8 +350,8 @@ def started_early_committed_late(url: str) -> None:
     with connect(url) as first, connect(url) as second, first.transaction():
         first.execute("select now()")
         with second.transaction():
-            check_in(second, SAM_ID)
-        check_in(first, TESS_ID)
+            check_in(second, SAM.id)
+        check_in(first, TESS.id)
 
 
 def writer_blocked_by_another(url: str) -> None:
@@ -364,13 +360,13 @@ def writer_blocked_by_another(url: str) -> None:
 
     def second_writer(conn: psycopg.Connection) -> None:
         with conn.transaction():
-            check_in(conn, TESS_ID)
+            check_in(conn, TESS.id)
             second_wrote.set()
             first_committed.wait(GATE_TIMEOUT_S)
 
     with connect(url) as first, connect(url) as second, connect(url) as monitor, ThreadPoolExecutor(1) as pool:
         with first.transaction():
-            check_in(first, SAM_ID)
+            check_in(first, SAM.id)
             later = pool.submit(second_writer, second)
             deadline = time.monotonic() + GATE_TIMEOUT_S
             while not second_wrote.is_set() and monitor.execute(
@@ -383,16 +379,16 @@ def writer_blocked_by_another(url: str) -> None:
 
 
 @pytest.mark.parametrize("schedule", [started_early_committed_late, writer_blocked_by_another])
-def test_a_later_commit_sorts_later(db_url: str, seed_url: str, schedule: Callable[[str], None]) -> None:
-    for url in (db_url, seed_url):
+def test_a_later_commit_sorts_later(db_url: str, draft_url: str, schedule: Callable[[str], None]) -> None:
+    for url in (db_url, draft_url):
         with connect(url) as conn:
             conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')",
-                         [ENGINES])
+                         [ENGINES_LECTURE])
         schedule(url)
     assert wrong_sessions(db_url) == {}
-    # The seed stamps snapshots with the transaction's start (now()), and its overlapping writers miss each other.
-    with connect(seed_url) as seed:
-        assert newest(seed, ENGINES)[:2] == (1, 1) != truth(seed, ENGINES)[:2] == (2, 2)
+    # The draft stamps snapshots with the transaction's start (now()), and its overlapping writers miss each other.
+    with connect(draft_url) as draft:
+        assert newest(draft, ENGINES_LECTURE)[:2] == (1, 1) != truth(draft, ENGINES_LECTURE)[:2] == (2, 2)
 
 
 # --- deletes of sessions, truncate, RLS, backfill -----------------------------------------------------------------
@@ -400,32 +396,32 @@ def test_a_later_commit_sorts_later(db_url: str, seed_url: str, schedule: Callab
 
 def test_deleting_a_session_with_attendance_cascades_and_writes_nothing_for_it(conn: psycopg.Connection) -> None:
     conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s), (%s, %s)",
-                 [ENGINES, SAM_ID, COMPILERS, SAM_ID])
-    conn.execute("delete from live_sessions where id = %s", [ENGINES])
-    assert snapshot_count(conn) == {COMPILERS: 1}
+                 [ENGINES_LECTURE, SAM.id, COMPILERS_LECTURE, SAM.id])
+    conn.execute("delete from live_sessions where id = %s", [ENGINES_LECTURE])
+    assert snapshot_count(conn) == {COMPILERS_LECTURE: 1}
     assert conn.execute("select session_id::text from private.session_attendance_totals").fetchall() == [
-        (COMPILERS,)]
-    assert newest(conn, COMPILERS) == truth(conn, COMPILERS)
+        (COMPILERS_LECTURE,)]
+    assert newest(conn, COMPILERS_LECTURE) == truth(conn, COMPILERS_LECTURE)
 
 
 def test_truncate_resets_the_totals(conn: psycopg.Connection) -> None:
     conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s), (%s, %s)",
-                 [ENGINES, SAM_ID, ENGINES, TESS_ID])
+                 [ENGINES_LECTURE, SAM.id, ENGINES_LECTURE, TESS.id])
     conn.execute("truncate attendance_records cascade")
-    assert newest(conn, ENGINES) == truth(conn, ENGINES) == (0, 0, 0, {"present": 0, "absent": 0})
-    check_in(conn, UMA_ID)
-    assert newest(conn, ENGINES) == truth(conn, ENGINES) == (1, 1, 0, {"present": 1, "absent": 0})
+    assert newest(conn, ENGINES_LECTURE) == truth(conn, ENGINES_LECTURE) == (0, 0, 0, {"present": 0, "absent": 0})
+    check_in(conn, UMA.id)
+    assert newest(conn, ENGINES_LECTURE) == truth(conn, ENGINES_LECTURE) == (1, 1, 0, {"present": 1, "absent": 0})
 
 
 def test_a_teachers_check_in_through_rls_and_the_totals_stay_private(conn: psycopg.Connection) -> None:
-    with as_user(conn, ADA) as cur:
+    with as_user(conn, ADA.email) as cur:
         cur.execute("insert into attendance_records (session_id, student_id) values (%s, %s), (%s, %s)",
-                    [ENGINES, SAM_ID, ENGINES, TESS_ID])
-        cur.execute("update attendance_records set status = false where student_id = %s", [TESS_ID])
-        assert cur.execute(NEWEST, [ENGINES]).fetchone() == {
+                    [ENGINES_LECTURE, SAM.id, ENGINES_LECTURE, TESS.id])
+        cur.execute("update attendance_records set status = false where student_id = %s", [TESS.id])
+        assert cur.execute(NEWEST, [ENGINES_LECTURE]).fetchone() == {
             "total_students": 2, "present_count": 1, "connection_count": 0,
             "status_distribution": {"present": 1, "absent": 1}}
-    for who in ("anon", ADA, "service_role"):
+    for who in ("anon", ADA.email, "service_role"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege), as_user(conn, who) as cur:
             cur.execute("select * from private.session_attendance_totals")
 
@@ -435,42 +431,45 @@ def test_the_step_counts_attendance_recorded_before_it(empty_db: str) -> None:
         migrate(conn, through="004_security_policies.sql")
         load_demo_data(conn)
         conn.execute("insert into attendance_records (session_id, student_id, status) values (%s, %s, true), "
-                     "(%s, %s, false), (%s, %s, true)", [ENGINES, SAM_ID, ENGINES, TESS_ID, COMPILERS, SAM_ID])
+                     "(%s, %s, false), (%s, %s, true)",
+                     [ENGINES_LECTURE, SAM.id, ENGINES_LECTURE, TESS.id, COMPILERS_LECTURE, SAM.id])
         assert migrate(conn, through="005_functions_and_triggers.sql") == ["005_functions_and_triggers.sql"]
         assert snapshot_count(conn) == {}
-        check_in(conn, UMA_ID)
-        assert snapshot_count(conn) == {ENGINES: 1}
-        assert newest(conn, ENGINES) == truth(conn, ENGINES) == (3, 2, 0, {"present": 2, "absent": 1})
-        conn.execute("update attendance_records set status = false where session_id = %s", [COMPILERS])
-        assert newest(conn, COMPILERS) == truth(conn, COMPILERS) == (1, 0, 0, {"present": 0, "absent": 1})
+        check_in(conn, UMA.id)
+        assert snapshot_count(conn) == {ENGINES_LECTURE: 1}
+        assert newest(conn, ENGINES_LECTURE) == truth(conn, ENGINES_LECTURE) == (3, 2, 0, {"present": 2, "absent": 1})
+        conn.execute("update attendance_records set status = false where session_id = %s", [COMPILERS_LECTURE])
+        assert newest(conn, COMPILERS_LECTURE) == truth(conn, COMPILERS_LECTURE) == (
+            1, 0, 0, {"present": 0, "absent": 1})
 
 
 # --- retention and privileges -------------------------------------------------------------------------------------
 
 
 def test_pruning_keeps_recent_snapshots_and_the_newest_of_each_session(conn: psycopg.Connection) -> None:
-    for student in (SAM_ID, TESS_ID, UMA_ID):
+    for student in (SAM.id, TESS.id, UMA.id):
         check_in(conn, student)
-    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [COMPILERS, SAM_ID])
+    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [COMPILERS_LECTURE, SAM.id])
     # Age every snapshot by 40 days but Ada's session's last one.
     conn.execute("""
         update session_analytics set recorded_at = recorded_at - interval '40 days'
         where id <> (select id from session_analytics where session_id = %s order by recorded_at desc, id desc limit 1)
-    """, [ENGINES])
-    before = {s: newest(conn, s) for s in (ENGINES, COMPILERS)}
+    """, [ENGINES_LECTURE])
+    before = {s: newest(conn, s) for s in (ENGINES_LECTURE, COMPILERS_LECTURE)}
     assert conn.execute("select private.prune_session_analytics(interval '30 days')").fetchone()[0] == 2
-    assert snapshot_count(conn) == {ENGINES: 1, COMPILERS: 1}  # Compilers' only snapshot is old but the newest
-    assert {s: newest(conn, s) for s in (ENGINES, COMPILERS)} == before
+    # Compilers' only snapshot is old but the newest.
+    assert snapshot_count(conn) == {ENGINES_LECTURE: 1, COMPILERS_LECTURE: 1}
+    assert {s: newest(conn, s) for s in (ENGINES_LECTURE, COMPILERS_LECTURE)} == before
     assert conn.execute("select private.prune_session_analytics(interval '0')").fetchone()[0] == 0
     with pytest.raises(psycopg.errors.RaiseException, match="keep must be an interval >= 0"):
         conn.execute("select private.prune_session_analytics(interval '-1 day')")
 
 
 def test_only_the_owner_and_service_role_prune_and_nobody_calls_the_trigger(conn: psycopg.Connection) -> None:
-    check_in(conn, SAM_ID)
+    check_in(conn, SAM.id)
     with as_user(conn, "service_role") as cur:
         assert cur.execute("select private.prune_session_analytics(interval '0') as n").fetchone()["n"] == 0
-    for who in ("anon", ADA):
+    for who in ("anon", ADA.email):
         with pytest.raises(psycopg.errors.InsufficientPrivilege), as_user(conn, who) as cur:
             cur.execute("select private.prune_session_analytics(interval '0')")
     rows = conn.execute("""

@@ -6,20 +6,19 @@ import psycopg
 import pytest
 
 from attendance_kit import KitError, as_user
-
-ADA = "a0000000-0000-4000-8000-000000000001"
+from attendance_kit.demo import ADA
 
 
 def test_a_user_by_email_runs_as_authenticated_with_their_claims(conn: psycopg.Connection) -> None:
     with as_user(conn, "ada@attendance-kit.test") as cur:
         row = cur.execute("select current_user, auth.uid()::text as uid, auth.role() as role, "
                           "auth.jwt() ->> 'email' as email").fetchone()
-    assert row == {"current_user": "authenticated", "uid": ADA, "role": "authenticated",
+    assert row == {"current_user": "authenticated", "uid": ADA.id, "role": "authenticated",
                    "email": "ada@attendance-kit.test"}
 
 
 def test_a_user_by_uuid_is_the_same_user(conn: psycopg.Connection) -> None:
-    with as_user(conn, ADA) as cur:
+    with as_user(conn, ADA.id) as cur:
         assert cur.execute("select auth.jwt() ->> 'email' as email").fetchone()["email"] == "ada@attendance-kit.test"
 
 

@@ -7,8 +7,7 @@ import json
 import psycopg
 
 from attendance_kit import connect, migrate
-
-SAM = "b0000000-0000-4000-8000-000000000001"
+from attendance_kit.demo import SAM
 
 
 def claims(conn: psycopg.Connection, value: dict, local: bool = True) -> None:
@@ -17,14 +16,14 @@ def claims(conn: psycopg.Connection, value: dict, local: bool = True) -> None:
 
 def test_uid_role_and_jwt_read_the_request_claims(conn: psycopg.Connection) -> None:
     with conn.transaction():
-        claims(conn, {"sub": SAM, "role": "authenticated", "email": "sam@attendance-kit.test"})
+        claims(conn, {"sub": SAM.id, "role": "authenticated", "email": "sam@attendance-kit.test"})
         row = conn.execute("select auth.uid()::text, auth.role(), auth.jwt() ->> 'email'").fetchone()
-    assert row == (SAM, "authenticated", "sam@attendance-kit.test")
+    assert row == (SAM.id, "authenticated", "sam@attendance-kit.test")
 
 
 def test_claims_set_locally_read_as_null_after_commit(conn: psycopg.Connection) -> None:
     with conn.transaction():
-        claims(conn, {"sub": SAM, "role": "authenticated"})
+        claims(conn, {"sub": SAM.id, "role": "authenticated"})
     # The setting now exists in the session with value '' (not NULL): casting '' to uuid would fail.
     assert conn.execute("select current_setting('request.jwt.claims', true)").fetchone()[0] == ""
     assert conn.execute("select auth.uid(), auth.role(), auth.jwt()").fetchone() == (None, None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -9,12 +10,13 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
 from attendance_kit import cli
-from attendance_kit.server import PROJECT_DIR
+from attendance_kit.paths import PROJECT_DIR
 
 
 def kit(*args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess:
@@ -143,3 +145,23 @@ def test_the_kit_script_runs_any_command_from_its_environment(tmp_path: Path) ->
     assert_one_line_error(result, "not running", "`./kit db up`")
     usage = subprocess.run([str(PROJECT_DIR / "kit")], capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "./kit COMMAND" in usage.stderr
+
+
+def cli_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[str, str | None]]:
+    """Every command of the CLI, as the words that name it, with its help text."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                nested = list(cli_commands(sub, (*words, name)))
+                yield from nested or [(" ".join((*words, name)), helps[name])]
+
+
+def test_every_command_is_in_the_readmes_table_and_has_help() -> None:
+    commands = list(cli_commands(cli.parser()))
+    assert len(commands) >= 12
+    table = [line for line in (PROJECT_DIR / "README.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith("| `./kit ")]
+    for command, help_text in commands:
+        assert help_text, f"`attendance-kit {command}` has no --help text"
+        assert any(row.startswith(f"| `./kit {command}") for row in table), f"`./kit {command}` is not in the README"

@@ -6,14 +6,10 @@ import psycopg
 import pytest
 
 from attendance_kit import as_user
+from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, GRACE, OLIVE, SAM, TESS
 from attendance_kit.lints import run_lints
-from attendance_kit.migrations import SQL_DIR
+from attendance_kit.paths import SQL_DIR
 
-ADA, GRACE = "ada@attendance-kit.test", "grace@attendance-kit.test"
-SAM, OLIVE = "sam@attendance-kit.test", "olive@attendance-kit.test"
-ADA_ID = "a0000000-0000-4000-8000-000000000001"
-ENGINES, COMPILERS = "5e000000-0000-4000-8000-000000000001", "5e000000-0000-4000-8000-000000000002"
-SAM_ID, TESS_ID = "b0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-000000000002"
 DENIED = psycopg.errors.InsufficientPrivilege
 
 
@@ -33,74 +29,75 @@ def counted(conn: psycopg.Connection, session: str) -> tuple:
 
 
 def test_a_session_status_change_is_audited_automatically(conn: psycopg.Connection) -> None:
-    with as_user(conn, ADA) as cur:
+    with as_user(conn, ADA.email) as cur:
         cur.execute("select set_config('attendance_kit.change_reason', 'class starts', true)")
-        cur.execute("update live_sessions set status = 'live' where id = %s", [ENGINES])
-        cur.execute("update live_sessions set status = 'live' where id = %s", [ENGINES])  # no change, no entry
+        cur.execute("update live_sessions set status = 'live' where id = %s", [ENGINES_LECTURE])
+        cur.execute("update live_sessions set status = 'live' where id = %s", [ENGINES_LECTURE])  # no change, no entry
         history = cur.execute("select old_status, new_status, change_reason, changed_by::text as by "
                               "from session_status_changes").fetchall()
     assert history == [{"old_status": "scheduled", "new_status": "live", "change_reason": "class starts",
-                        "by": ADA_ID}]
+                        "by": ADA.id}]
 
 
 def test_status_history_is_the_teachers_to_read(conn: psycopg.Connection) -> None:
     conn.execute("update live_sessions set status = 'live'")
-    for who, expected in ((ADA, 1), (GRACE, 1), (SAM, 0), ("service_role", 2)):
+    for who, expected in ((ADA.email, 1), (GRACE.email, 1), (SAM.email, 0), ("service_role", 2)):
         with as_user(conn, who) as cur:
             assert cur.execute("select count(*) as n from session_status_changes").fetchone()["n"] == expected, who
 
 
 def test_attendance_changes_are_written_only_by_the_trigger(conn: psycopg.Connection) -> None:
-    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES, SAM_ID])
+    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES_LECTURE, SAM.id])
     attendance_id = conn.execute("select id from attendance_records").fetchone()[0]
-    with pytest.raises(DENIED, match="permission denied"), as_user(conn, ADA) as cur:
+    with pytest.raises(DENIED, match="permission denied"), as_user(conn, ADA.email) as cur:
         cur.execute("insert into attendance_status_changes (attendance_id, old_status, new_status) "
                     "values (%s, true, false)", [attendance_id])
-    with as_user(conn, ADA) as cur:
+    with as_user(conn, ADA.email) as cur:
         cur.execute("update attendance_records set status = false")
         cur.execute("update attendance_records set status = false")  # no change, no entry
-    for who, expected in ((ADA, 1), (GRACE, 0), (SAM, 0)):
+    for who, expected in ((ADA.email, 1), (GRACE.email, 0), (SAM.email, 0)):
         with as_user(conn, who) as cur:
             assert cur.execute("select count(*) as n from attendance_status_changes").fetchone()["n"] == expected
 
 
 def test_analytics_stay_right_on_delete_and_on_a_move(conn: psycopg.Connection) -> None:
     conn.execute("insert into websocket_channels (session_id, channel_name, active_connections) "
-                 "values (%s, 'presence', 5)", [ENGINES])
+                 "values (%s, 'presence', 5)", [ENGINES_LECTURE])
     conn.execute("insert into attendance_records (session_id, student_id, status) values (%s, %s, true), "
-                 "(%s, %s, false)", [ENGINES, SAM_ID, ENGINES, TESS_ID])
-    assert newest_snapshot(conn, ENGINES) == counted(conn, ENGINES) == (2, 1, 5)
+                 "(%s, %s, false)", [ENGINES_LECTURE, SAM.id, ENGINES_LECTURE, TESS.id])
+    assert newest_snapshot(conn, ENGINES_LECTURE) == counted(conn, ENGINES_LECTURE) == (2, 1, 5)
 
-    conn.execute("delete from attendance_records where student_id = %s", [TESS_ID])
-    assert newest_snapshot(conn, ENGINES) == counted(conn, ENGINES) == (1, 1, 5)
+    conn.execute("delete from attendance_records where student_id = %s", [TESS.id])
+    assert newest_snapshot(conn, ENGINES_LECTURE) == counted(conn, ENGINES_LECTURE) == (1, 1, 5)
 
-    conn.execute("update attendance_records set session_id = %s", [COMPILERS])
-    assert newest_snapshot(conn, ENGINES) == counted(conn, ENGINES) == (0, 0, 5)
-    assert newest_snapshot(conn, COMPILERS) == counted(conn, COMPILERS) == (1, 1, 0)
+    conn.execute("update attendance_records set session_id = %s", [COMPILERS_LECTURE])
+    assert newest_snapshot(conn, ENGINES_LECTURE) == counted(conn, ENGINES_LECTURE) == (0, 0, 5)
+    assert newest_snapshot(conn, COMPILERS_LECTURE) == counted(conn, COMPILERS_LECTURE) == (1, 1, 0)
 
 
 def test_deleting_a_session_with_attendance_takes_its_rows_along(conn: psycopg.Connection) -> None:
-    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES, SAM_ID])
-    conn.execute("delete from live_sessions where id = %s", [ENGINES])
+    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES_LECTURE, SAM.id])
+    conn.execute("delete from live_sessions where id = %s", [ENGINES_LECTURE])
     assert conn.execute("select count(*) from session_analytics").fetchone()[0] == 0
 
 
 def test_the_sessions_teacher_manages_its_channels_and_its_students_read_them(conn: psycopg.Connection) -> None:
-    with as_user(conn, ADA) as cur:
-        cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')", [ENGINES])
+    with as_user(conn, ADA.email) as cur:
+        cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')",
+                    [ENGINES_LECTURE])
         assert cur.execute("update websocket_channels set active_connections = 3").rowcount == 1
-    with pytest.raises(DENIED, match="row-level security"), as_user(conn, GRACE) as cur:
-        cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'chat')", [ENGINES])
-    with pytest.raises(DENIED, match="row-level security"), as_user(conn, SAM) as cur:
-        cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'chat')", [ENGINES])
-    for who, expected in ((ADA, 1), (SAM, 1), (OLIVE, 0), (GRACE, 0)):
+    with pytest.raises(DENIED, match="row-level security"), as_user(conn, GRACE.email) as cur:
+        cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'chat')", [ENGINES_LECTURE])
+    with pytest.raises(DENIED, match="row-level security"), as_user(conn, SAM.email) as cur:
+        cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'chat')", [ENGINES_LECTURE])
+    for who, expected in ((ADA.email, 1), (SAM.email, 1), (OLIVE.email, 0), (GRACE.email, 0)):
         with as_user(conn, who) as cur:
             assert cur.execute("select count(*) as n from websocket_channels").fetchone()["n"] == expected, who
-    for who in (GRACE, SAM):
+    for who in (GRACE.email, SAM.email):
         with as_user(conn, who) as cur:
             assert cur.execute("update websocket_channels set active_connections = 0").rowcount == 0
             assert cur.execute("delete from websocket_channels").rowcount == 0
-    with as_user(conn, ADA) as cur:
+    with as_user(conn, ADA.email) as cur:
         assert cur.execute("delete from websocket_channels").rowcount == 1
 
 
@@ -148,18 +145,19 @@ def test_each_lint_catches_its_problem(conn: psycopg.Connection, mutation: str, 
 
 
 def test_a_sessions_groups_decide_who_reads_its_channels_as_they_change(conn: psycopg.Connection) -> None:
-    conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')", [ENGINES])
+    conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')", [ENGINES_LECTURE])
     compilers_group = "60000000-0000-4000-8000-000000000002"
 
     def olive_sees() -> int:
-        with as_user(conn, OLIVE) as cur:
+        with as_user(conn, OLIVE.email) as cur:
             return cur.execute("select count(*) as n from websocket_channels").fetchone()["n"]
 
     assert olive_sees() == 0
-    conn.execute("update live_sessions set group_ids = group_ids || %s::uuid where id = %s", [compilers_group, ENGINES])
+    conn.execute("update live_sessions set group_ids = group_ids || %s::uuid where id = %s",
+                 [compilers_group, ENGINES_LECTURE])
     assert olive_sees() == 1
-    conn.execute("update live_sessions set group_ids = '{}' where id = %s", [ENGINES])
+    conn.execute("update live_sessions set group_ids = '{}' where id = %s", [ENGINES_LECTURE])
     assert olive_sees() == 0
-    conn.execute("delete from live_sessions where id = %s", [ENGINES])
+    conn.execute("delete from live_sessions where id = %s", [ENGINES_LECTURE])
     assert conn.execute("select count(*) from private.session_groups where session_id = %s",
-                        [ENGINES]).fetchone()[0] == 0
+                        [ENGINES_LECTURE]).fetchone()[0] == 0

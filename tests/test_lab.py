@@ -20,11 +20,11 @@ import pytest
 
 from attendance_kit import connect, load_demo_data, migrate
 from attendance_kit.connection import url_with_database
-from attendance_kit.server import PROJECT_DIR, Cluster
+from attendance_kit.demo import ENGINES_LECTURE, SAM
+from attendance_kit.paths import PROJECT_DIR
+from attendance_kit.server import Cluster
 
 NOTEBOOKS = sorted((PROJECT_DIR / "notebooks").glob("*.ipynb"))
-ENGINES = "5e000000-0000-4000-8000-000000000001"
-SAM = "b0000000-0000-4000-8000-000000000001"
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +66,11 @@ def experiment_by_hand(lab_url: str) -> None:
             conn.execute("create table if not exists public.my_notes (note text)")
             if conn.execute("select to_regclass('public.websocket_channels')").fetchone()[0] is None:
                 continue
-            conn.execute("update live_sessions set status = 'live' where id = %s", [ENGINES])
+            conn.execute("update live_sessions set status = 'live' where id = %s", [ENGINES_LECTURE])
             conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence'), "
-                         "(%s, 'chat') on conflict do nothing", [ENGINES, ENGINES])
+                         "(%s, 'chat') on conflict do nothing", [ENGINES_LECTURE, ENGINES_LECTURE])
             conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s) "
-                         "on conflict do nothing", [ENGINES, SAM])
+                         "on conflict do nothing", [ENGINES_LECTURE, SAM.id])
 
 
 def test_1_every_notebook_in_order(lab: str) -> None:

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from attendance_kit.server import PROJECT_DIR
+from attendance_kit.paths import PROJECT_DIR
 
 
 def test_ruff_finds_nothing() -> None:

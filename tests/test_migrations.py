@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from attendance_kit import KitError, connect
-from attendance_kit.migrations import SQL_DIR, applied_checksums, migrate, migrations_in
+from attendance_kit.migrations import applied_checksums, migrate, migrations_in
+from attendance_kit.paths import SQL_DIR
 
 
 def test_files_apply_in_order_once(empty_db: str) -> None:

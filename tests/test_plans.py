@@ -6,7 +6,8 @@ import psycopg
 
 from attendance_kit import as_user
 from attendance_kit.bench import render
-from attendance_kit.bench.rls import ADA, POLICY_FORMS, SAM, load_reads, rls
+from attendance_kit.bench.rls import POLICY_FORMS, load_reads, rls
+from attendance_kit.demo import ADA, SAM
 from attendance_kit.plans import PERSONA_QUERIES, full_scans, plan_as
 
 THRESHOLD = 2000  # rows: the generated tables below are larger, but websocket_channels (1,200 rows)
@@ -27,7 +28,7 @@ def test_no_persona_read_scans_a_large_table(conn: psycopg.Connection) -> None:
 def test_a_per_row_policy_is_caught(conn: psycopg.Connection) -> None:
     load(conn)
     conn.execute('alter policy "Teachers can view session analytics" on public.session_analytics '
-                 f"using ({POLICY_FORMS['seed: exists (... auth.uid())']})")
+                 f"using ({POLICY_FORMS['draft: exists (... auth.uid())']})")
     scans = [str(scan) for scan in full_scans(conn, THRESHOLD)]
     assert len(scans) == 1
     assert scans[0].startswith("ada@attendance-kit.test reading session_analytics reads all of session_analytics")
@@ -58,14 +59,13 @@ def test_policies_name_the_user_through_a_function_the_planner_calls(conn: psyco
 
 
 def test_the_policies_user_is_auth_uid_whoever_asks(conn: psycopg.Connection) -> None:
-    for who, user_id in [("ada@attendance-kit.test", ADA), ("sam@attendance-kit.test", SAM),
-                         ("ada@attendance-kit.test", ADA)]:
+    for who, user_id in [(ADA.email, ADA.id), (SAM.email, SAM.id), (ADA.email, ADA.id)]:
         with as_user(conn, who) as cur:
             row = cur.execute("select private.current_user_id()::text as id, auth.uid()::text as uid").fetchone()
         assert row == {"id": user_id, "uid": user_id}
     with as_user(conn, "sam@attendance-kit.test") as cur:  # the older per-claim setting, as auth.uid() reads it
-        cur.execute("select set_config('request.jwt.claim.sub', %s, true)", [ADA])
-        assert str(cur.execute("select private.current_user_id() as id").fetchone()["id"]) == ADA
+        cur.execute("select set_config('request.jwt.claim.sub', %s, true)", [ADA.id])
+        assert str(cur.execute("select private.current_user_id() as id").fetchone()["id"]) == ADA.id
 
 
 # Each helper's set, as the owner finds it by hand for the user %(user)s.

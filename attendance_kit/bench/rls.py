@@ -5,7 +5,7 @@ session (1,010,000 rows), 2 attendance corrections per record, 100 status change
 session. Each persona query of `attendance_kit.plans` runs as the persona under RLS and, alternating with it,
 as the owner with the persona's rows named explicitly; the ratio of the medians is the policy's cost. Every
 read is planned each time, so the cost of planning the policies counts too.
-The policy forms themselves are compared on session_analytics: the seed's, Supabase's first advice alone, the kit's.
+The policy forms themselves are compared on session_analytics: the draft's, Supabase's first advice alone, the kit's.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import psycopg
 
 from ..connection import become, connect, resolve_user
 from ..databases import scratch_database
+from ..demo import ADA, COMPILERS_COURSE, ENGINES_COURSE, ENGINES_GROUP, SAM
 from ..plans import PERSONA_QUERIES, full_scans
 
-ADA = "a0000000-0000-4000-8000-000000000001"
-SAM = "b0000000-0000-4000-8000-000000000001"
-ENGINES_COURSE, COMPILERS_COURSE = "c0000000-0000-4000-8000-000000000001", "c0000000-0000-4000-8000-000000000002"
-ENGINES_GROUP = "60000000-0000-4000-8000-000000000001"
 TARGET_RATIO = 1.5
-# The seed's form takes ~1 s a run at full size; a few runs show a 200× ratio well enough.
+# The draft's form takes ~1 s a run at full size; a few runs show a 200× ratio well enough.
 POLICY_FORM_RUNS = 5
 
 # Ids derive from md5 of a label, so a generated row's id can be named again without a lookup.
@@ -82,7 +79,7 @@ select md5('session' || g)::uuid, 'channel-' || c, c from generate_series(1, %(s
 
 # The same rule as the kit's "Teachers can view session analytics", in the forms the issue measured.
 POLICY_FORMS = {
-    "seed: exists (... auth.uid())": """
+    "draft: exists (... auth.uid())": """
         exists (select 1 from public.live_sessions ls join public.courses c on ls.course_id = c.id
                 where ls.id = session_id and c.teacher_id = auth.uid())""",
     "(select auth.uid()), in (subquery)": """
@@ -100,7 +97,7 @@ def load_reads(conn: psycopg.Connection, sessions: int = 1010, taught: int = 10,
         cur.execute(LOAD_SQL, {
             "sessions": sessions, "taught": taught, "students": students, "snapshots": snapshots,
             "corrections": corrections, "status_changes": status_changes, "engines": ENGINES_COURSE,
-            "compilers": COMPILERS_COURSE, "engines_group": ENGINES_GROUP, "sam": SAM,
+            "compilers": COMPILERS_COURSE, "engines_group": ENGINES_GROUP, "sam": SAM.id,
         })
     conn.execute("analyze")
 
@@ -109,13 +106,13 @@ def hand_filtered(conn: psycopg.Connection, who: str, table: str, query: str) ->
     """The persona's query as the owner would write it: the persona's rows named explicitly, no RLS needed."""
     if who.startswith("sam@"):
         if table == "attendance_records":
-            condition = f"student_id = '{SAM}'"
+            condition = f"student_id = '{SAM.id}'"
         else:
             ids = _ids(conn, "select id from public.live_sessions where group_ids && %s::uuid[]", [[ENGINES_GROUP]])
             condition = f"session_id = any ('{{{','.join(ids)}}}'::uuid[])"
     else:
         sessions = _ids(conn, "select ls.id from public.live_sessions ls join public.courses c on c.id = ls.course_id"
-                              " where c.teacher_id = %s", [ADA])
+                              " where c.teacher_id = %s", [ADA.id])
         if table == "attendance_status_changes":
             ids = _ids(conn, "select id from public.attendance_records where session_id = any (%s)", [sessions])
             condition = f"attendance_id = any ('{{{','.join(ids)}}}'::uuid[])"

@@ -1,18 +1,18 @@
 """`attendance-kit bench triggers`: what the analytics trigger costs, the kit's running totals (sql/007) against
-the seed's per-row recount, measured side by side in one run.
+the draft's per-row recount, measured side by side in one run.
 
 Two scratch databases on the server: the kit's migrations with the demo data, and the kit's base schema with the
-seed's draft on top (its NOT NULL defect patched). Each gets the same load: `bulk_sessions` empty sessions, a
+draft on top (its NOT NULL defect patched). Each gets the same load: `bulk_sessions` empty sessions, a
 session of 5,000 students and one of 50 (all Ada's, live, one channel each), and the students. Every measured
 statement runs in a transaction that is rolled back, so each run starts from the same data.
 
 (a) one INSERT of `bulk_rows` attendance rows across `bulk_sessions` sessions: analytics triggers on ÷ off
-    (medians of alternating runs; the seed's recount, quadratic in the session size, runs once and stops at
-    `seed_budget_s`, giving a lower bound then);
+    (medians of alternating runs; the draft's recount, quadratic in the session size, runs once and stops at
+    `draft_budget_s`, giving a lower bound then);
 (b) the median single-row check-in into the 5,000-student session ÷ into the 50-student one;
 (c) session_analytics rows the bulk INSERT wrote, against the sessions it touched;
-(d) (a) to (c) for the kit as the teacher through RLS, the way Supabase's API runs a request (the seed's trigger
-    is denied to teachers once RLS is on: seed defect 4).
+(d) (a) to (c) for the kit as the teacher through RLS, the way Supabase's API runs a request (the draft's trigger
+    is denied to teachers once RLS is on: draft defect 4).
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from psycopg import sql
 
 from ..connection import become, connect, resolve_user
 from ..databases import scratch_database
+from ..demo import ADA, ENGINES_COURSE
+from ..draft import apply_draft
 from ..errors import KitError
-from ..seed_draft import seed_sql
 
-ADA = "ada@attendance-kit.test"
-ENGINES_COURSE = "c0000000-0000-4000-8000-000000000001"
 BENCH_GROUP = "60000000-0000-4000-8000-0000000000be"
 BIG, SMALL = 5000, 50
 TARGETS = {"a_bulk_ratio": 3.0, "b_check_in_ratio": 1.5, "c_snapshots_per_bulk_statement": "one per session"}
@@ -87,7 +86,7 @@ def _md5(text: str) -> bytes:
 
 
 def load(conn: psycopg.Connection, sessions: int, per_session: int) -> None:
-    """The bench's sessions and students, with the analytics triggers off for the pre-filled sessions (the seed's
+    """The bench's sessions and students, with the analytics triggers off for the pre-filled sessions (the draft's
     recount would take seconds on them); the kit's totals then come from its own backfill query."""
     students = max(BIG + 1, per_session)
     with conn.transaction(), psycopg.ClientCursor(conn) as cur:
@@ -147,8 +146,8 @@ def bulk_ratio(conn: psycopg.Connection, params: dict[str, int], runs: int, who:
             "snapshots_written": sorted(written)[0] if len(written) == 1 else sorted(written)}
 
 
-def seed_bulk_ratio(conn: psycopg.Connection, params: dict[str, int], runs: int, budget_s: float) -> dict[str, Any]:
-    """The seed's trigger: one run with it on, within the budget; the median of `runs` with it off."""
+def draft_bulk_ratio(conn: psycopg.Connection, params: dict[str, int], runs: int, budget_s: float) -> dict[str, Any]:
+    """The draft's trigger: one run with it on, within the budget; the median of `runs` with it off."""
     run_bulk(conn, params, False, None)
     off_s = statistics.median(run_bulk(conn, params, False, None)[0] for _ in range(runs))
     on_s, snapshots = run_bulk(conn, params, True, None, budget_s=budget_s)
@@ -184,7 +183,7 @@ def check_in_ratio(conn: psycopg.Connection, sessions: int, check_ins: int, who:
 
 
 def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bulk_sessions: int = 10,
-             check_ins: int = 200, seed_budget_s: float = 60.0) -> dict[str, Any]:
+             check_ins: int = 200, draft_budget_s: float = 60.0) -> dict[str, Any]:
     """Run the benchmark in scratch databases on the server at `url` (default: the kit's database)."""
     if bulk_rows % bulk_sessions:
         raise KitError(f"--bulk-rows ({bulk_rows}) must be a multiple of --bulk-sessions ({bulk_sessions})")
@@ -192,7 +191,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
     started = time.perf_counter()
     result: dict[str, Any] = {
         "method": "medians of alternating runs, each rolled back; 'off' is ALTER TABLE attendance_records "
-                  "DISABLE TRIGGER USER; the seed's draft runs over the kit's base schema, NOT NULL defect patched",
+                  "DISABLE TRIGGER USER; the draft's draft runs over the kit's base schema, NOT NULL defect patched",
         "bulk_rows": bulk_rows, "bulk_sessions": bulk_sessions, "runs": runs, "check_ins": check_ins,
         "targets": TARGETS}
 
@@ -201,25 +200,24 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
         result["server_version"] = conn.execute("show server_version").fetchone()[0]
         kit_bulk = bulk_ratio(conn, params, runs)
         kit_check_in = check_in_ratio(conn, bulk_sessions, check_ins)
-        teacher_bulk = bulk_ratio(conn, params, runs, who=ADA)
-        teacher_check_in = check_in_ratio(conn, bulk_sessions, check_ins, who=ADA)
+        teacher_bulk = bulk_ratio(conn, params, runs, who=ADA.email)
+        teacher_check_in = check_in_ratio(conn, bulk_sessions, check_ins, who=ADA.email)
 
-    with scratch_database(url, "002_base_schema.sql", demo_data=True) as scratch, connect(scratch) as conn:
-        conn.execute(seed_sql())
-        conn.execute("alter table public.session_analytics alter column connection_count drop not null")
+    with scratch_database(url) as scratch, connect(scratch) as conn:
+        apply_draft(conn, patch_not_null=True)
         load(conn, bulk_sessions, params["per_session"])
-        seed_bulk = seed_bulk_ratio(conn, params, runs, seed_budget_s)
-        seed_check_in = check_in_ratio(conn, bulk_sessions, check_ins)
+        draft_bulk = draft_bulk_ratio(conn, params, runs, draft_budget_s)
+        draft_check_in = check_in_ratio(conn, bulk_sessions, check_ins)
 
-    result["a_bulk_insert_on_vs_off"] = {"kit": kit_bulk, "seed": seed_bulk}
-    result["b_check_in_5000_vs_50"] = {"kit": kit_check_in, "seed": seed_check_in}
+    result["a_bulk_insert_on_vs_off"] = {"kit": kit_bulk, "draft": draft_bulk}
+    result["b_check_in_5000_vs_50"] = {"kit": kit_check_in, "draft": draft_check_in}
     result["c_snapshots_per_bulk_statement"] = {
         "sessions_touched": bulk_sessions, "kit": kit_bulk["snapshots_written"],
-        "seed": seed_bulk["snapshots_written"]}
+        "draft": draft_bulk["snapshots_written"]}
     result["d_as_teacher_with_rls"] = {
         "bulk_insert_on_vs_off": teacher_bulk, "check_in_5000_vs_50": teacher_check_in,
         "snapshots_per_bulk_statement": teacher_bulk["snapshots_written"],
-        "seed": "not measured: its trigger is denied to teachers once RLS is on (seed defect 4)"}
+        "draft": "not measured: its trigger is denied to teachers once RLS is on (draft defect 4)"}
     result["targets_met"] = {
         "a": kit_bulk["ratio"] <= TARGETS["a_bulk_ratio"],
         "b": kit_check_in["ratio"] <= TARGETS["b_check_in_ratio"],
