@@ -1,4 +1,4 @@
-"""The seed's extension as the kit builds it: audits, analytics, channels, publication, lints."""
+"""Seed steps 1–4 as the kit builds them: audits, analytics on delete and move, channels, the publication, lints."""
 
 from __future__ import annotations
 
