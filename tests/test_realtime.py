@@ -19,16 +19,11 @@ import psycopg
 import pytest
 
 from attendance_kit import KitError, as_user, connect, load_demo_data, migrate
+from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, GRACE, OLIVE, PAT, PERSONAS, SAM, TESS, UMA
 from attendance_kit.realtime import UNCHANGED_TOAST, ChangeFeed, Realtime, listen, render_event
 from attendance_kit.server import Cluster, port_is_free
 
-ADA, GRACE = "ada@attendance-kit.test", "grace@attendance-kit.test"
-SAM, TESS, UMA = "sam@attendance-kit.test", "tess@attendance-kit.test", "uma@attendance-kit.test"
-OLIVE, PAT = "olive@attendance-kit.test", "pat@attendance-kit.test"
-PERSONAS = (ADA, GRACE, SAM, TESS, UMA, OLIVE, PAT)
-ENGINES, COMPILERS = "5e000000-0000-4000-8000-000000000001", "5e000000-0000-4000-8000-000000000002"
-SAM_ID, TESS_ID = "b0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-000000000002"
-OLIVE_ID = "b0000000-0000-4000-8000-000000000004"
+EMAILS = tuple(persona.email for persona in PERSONAS)
 
 
 def slots(conn: psycopg.Connection) -> list[tuple[str, bool]]:
@@ -66,10 +61,10 @@ def check_in(conn: psycopg.Connection, who: str, session: str) -> None:
 
 
 def open_sessions(conn: psycopg.Connection) -> None:
-    with as_user(conn, ADA) as cur:
-        cur.execute("update live_sessions set status = 'live' where id = %s", [ENGINES])
-    with as_user(conn, GRACE) as cur:
-        cur.execute("update live_sessions set status = 'live' where id = %s", [COMPILERS])
+    with as_user(conn, ADA.email) as cur:
+        cur.execute("update live_sessions set status = 'live' where id = %s", [ENGINES_LECTURE])
+    with as_user(conn, GRACE.email) as cur:
+        cur.execute("update live_sessions set status = 'live' where id = %s", [COMPILERS_LECTURE])
 
 
 # --- the slot never outlives its consumer ----------------------------------------------------------------------
@@ -82,12 +77,12 @@ def test_the_slot_is_temporary_and_gone_after_a_normal_exit_and_after_an_excepti
     assert slots(conn) == []
 
     with pytest.raises(RuntimeError, match="consumer failed"), Realtime(db_url) as realtime:
-        realtime.subscribe(ADA)
+        realtime.subscribe(ADA.email)
         assert len(slots(conn)) == 1
         raise RuntimeError("consumer failed")
     assert slots(conn) == []
 
-    events = listen(ADA, database_url=db_url)
+    events = listen(ADA.email, database_url=db_url)
     assert slots(conn) == []  # a generator does nothing until iterated
     thread = threading.Thread(target=lambda: next(events, None))
     thread.start()
@@ -160,14 +155,16 @@ def test_only_published_tables_produce_events_and_a_dropped_table_stops(conn: ps
     with Realtime(db_url) as realtime:
         everything = realtime.subscribe("service_role")
         conn.execute("update courses set title = title || '!'")  # courses is not published
-        conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'before')", [ENGINES])
+        conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'before')",
+                     [ENGINES_LECTURE])
         events = realtime.poll()[everything]
         assert [(e["table"], e["type"], e["record"]["channel_name"]) for e in events] == [
             ("websocket_channels", "INSERT", "before")]
 
         conn.execute("alter publication live_attendance_pub drop table websocket_channels")
-        conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'after')", [ENGINES])
-        conn.execute("update live_sessions set title = title where id = %s", [ENGINES])
+        conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'after')",
+                     [ENGINES_LECTURE])
+        conn.execute("update live_sessions set title = title where id = %s", [ENGINES_LECTURE])
         assert [(e["table"], e["type"]) for e in realtime.poll()[everything]] == [("live_sessions", "UPDATE")]
 
 
@@ -183,19 +180,19 @@ def test_each_persona_receives_exactly_the_rows_rls_lets_it_select(
                          f"using (not (to_jsonb({table}) ? 'ordinality'))")
     # Two workers for nine subscribers: the subscribers are split across two authorising connections.
     with Realtime(db_url, workers=2, subscribers_per_worker=5) as realtime:
-        subscribers = {who: realtime.subscribe(who) for who in (*PERSONAS, "anon", "service_role")}
+        subscribers = {who: realtime.subscribe(who) for who in (*EMAILS, "anon", "service_role")}
         open_sessions(conn)
-        check_in(conn, SAM, ENGINES)
-        check_in(conn, OLIVE, COMPILERS)
-        with as_user(conn, ADA) as cur:
+        check_in(conn, SAM.email, ENGINES_LECTURE)
+        check_in(conn, OLIVE.email, COMPILERS_LECTURE)
+        with as_user(conn, ADA.email) as cur:
             cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'presence')",
-                        [ENGINES])
-            cur.execute("update attendance_records set status = false where student_id = %s", [SAM_ID])
-        with as_user(conn, GRACE) as cur:
+                        [ENGINES_LECTURE])
+            cur.execute("update attendance_records set status = false where student_id = %s", [SAM.id])
+        with as_user(conn, GRACE.email) as cur:
             cur.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'chat')",
-                        [COMPILERS])
+                        [COMPILERS_LECTURE])
         delivered = realtime.poll()
-        assert len(realtime._lanes) == 2
+        assert len(realtime._delivery.lanes) == 2
 
     everything = delivered[subscribers["service_role"]]
     changed = rows_of(everything)
@@ -204,19 +201,19 @@ def test_each_persona_receives_exactly_the_rows_rls_lets_it_select(
     for who, subscriber in subscribers.items():
         assert rows_of(delivered.get(subscriber, [])) == readable(conn, who, changed), who
     # Spot checks of what that means: the outside student sees only their own side.
-    assert rows_of(delivered[subscribers[OLIVE]]) <= {(t, i) for t, i in changed if t != "session_analytics"}
+    assert rows_of(delivered[subscribers[OLIVE.email]]) <= {(t, i) for t, i in changed if t != "session_analytics"}
     assert subscribers["anon"] not in delivered
-    assert len(rows_of(delivered[subscribers[ADA]])) > len(rows_of(delivered[subscribers[SAM]])) > 0
+    assert len(rows_of(delivered[subscribers[ADA.email]])) > len(rows_of(delivered[subscribers[SAM.email]])) > 0
 
 
 def test_a_delete_reaches_exactly_those_who_could_read_the_row(conn: psycopg.Connection, db_url: str) -> None:
     open_sessions(conn)
-    check_in(conn, SAM, ENGINES)
+    check_in(conn, SAM.email, ENGINES_LECTURE)
     conn.execute("insert into session_status_changes (session_id, old_status, new_status) "
-                 "values (%s, 'live', 'ended')", [ENGINES])
+                 "values (%s, 'live', 'ended')", [ENGINES_LECTURE])
     with Realtime(db_url) as realtime:
-        subscribers = {who: realtime.subscribe(who, event="DELETE") for who in (*PERSONAS, "anon")}
-        conn.execute("delete from attendance_records where student_id = %s", [SAM_ID])
+        subscribers = {who: realtime.subscribe(who, event="DELETE") for who in (*EMAILS, "anon")}
+        conn.execute("delete from attendance_records where student_id = %s", [SAM.id])
         audit_rows = conn.execute("delete from session_status_changes").rowcount
         delivered = realtime.poll()
 
@@ -224,14 +221,14 @@ def test_a_delete_reaches_exactly_those_who_could_read_the_row(conn: psycopg.Con
         return [e["old_record"] for e in delivered.get(subscribers[who], []) if e["table"] == table]
 
     # REPLICA IDENTITY FULL: the table's policies judge the old row; the readers get all of it.
-    for who in (ADA, SAM):
+    for who in (ADA.email, SAM.email):
         (old,) = deletes(who, "attendance_records")
-        assert (str(old["student_id"]), str(old["session_id"]), old["status"]) == (SAM_ID, ENGINES, True)
-    for who in (GRACE, TESS, UMA, OLIVE, PAT, "anon"):
+        assert (str(old["student_id"]), str(old["session_id"]), old["status"]) == (SAM.id, ENGINES_LECTURE, True)
+    for who in (GRACE.email, TESS.email, UMA.email, OLIVE.email, PAT.email, "anon"):
         assert deletes(who, "attendance_records") == [], who
     # Only the primary key is logged here: Supabase's behaviour, the key alone to whoever may select the table.
-    assert set(deletes(ADA, "session_status_changes")[0]) == {"id"}
-    assert audit_rows == 3 and all(len(deletes(who, "session_status_changes")) == 3 for who in PERSONAS)
+    assert set(deletes(ADA.email, "session_status_changes")[0]) == {"id"}
+    assert audit_rows == 3 and all(len(deletes(who, "session_status_changes")) == 3 for who in EMAILS)
     assert deletes("anon", "session_status_changes") == []
 
 
@@ -239,12 +236,12 @@ def test_delivery_time_rls_a_row_gone_before_delivery_is_not_sent_and_truncate_g
         conn: psycopg.Connection, db_url: str) -> None:
     open_sessions(conn)
     with Realtime(db_url) as realtime:
-        sam = realtime.subscribe(SAM, tables=["attendance_records"])
-        ada = realtime.subscribe(ADA, tables=["websocket_channels"])
+        sam = realtime.subscribe(SAM.email, tables=["attendance_records"])
+        ada = realtime.subscribe(ADA.email, tables=["websocket_channels"])
         anon = realtime.subscribe("anon", tables=["websocket_channels"])
-        check_in(conn, SAM, ENGINES)
+        check_in(conn, SAM.email, ENGINES_LECTURE)
         conn.execute("delete from attendance_records")
-        conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'x')", [ENGINES])
+        conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'x')", [ENGINES_LECTURE])
         conn.execute("truncate websocket_channels")
         delivered = realtime.poll()
     # As in Supabase, RLS is asked when the change is delivered: the inserted row no longer exists then.
@@ -264,13 +261,13 @@ def test_which_policies_apply_to_a_role_follows_postgresql(conn: psycopg.Connect
             create policy to_member on websocket_channels for select to {member} using (true);
             create policy to_other on websocket_channels for select to {other} using (true)""")
         with Realtime(db_url) as realtime:
-            olive = realtime.subscribe(OLIVE, tables=["websocket_channels"])
+            olive = realtime.subscribe(OLIVE.email, tables=["websocket_channels"])
             conn.execute("insert into websocket_channels (session_id, channel_name) values (%s, 'open'), "
-                         "(%s, 'closed')", [ENGINES, ENGINES])
+                         "(%s, 'closed')", [ENGINES_LECTURE, ENGINES_LECTURE])
             delivered = realtime.poll()
         assert [e["record"]["channel_name"] for e in delivered[olive]] == ["open"]
         every = {("websocket_channels", str(i)) for (i,) in conn.execute("select id from websocket_channels")}
-        assert rows_of(delivered[olive]) == readable(conn, OLIVE, every)
+        assert rows_of(delivered[olive]) == readable(conn, OLIVE.email, every)
     finally:
         conn.execute(f"drop policy if exists to_member on websocket_channels; "
                      f"drop policy if exists to_other on websocket_channels; drop role {member}; drop role {other}")
@@ -291,7 +288,7 @@ def test_a_two_column_primary_key_is_checked_in_both_forms(conn: psycopg.Connect
             conn.execute("create policy whole_row on public.realtime_pairs for select to authenticated "
                          "using (to_jsonb(realtime_pairs) ? 'ordinality')")
         with Realtime(db_url) as realtime:
-            sam = realtime.subscribe(SAM, tables=["realtime_pairs"])
+            sam = realtime.subscribe(SAM.email, tables=["realtime_pairs"])
             conn.execute("insert into realtime_pairs values (1, 'x', 'seen'), (-1, 'x', 'hidden'), (2, 'y', 'seen')")
             events = realtime.poll()[sam]
             conn.execute("delete from realtime_pairs")
@@ -307,59 +304,80 @@ def test_a_two_column_primary_key_is_checked_in_both_forms(conn: psycopg.Connect
 
 def test_an_update_shows_old_values_only_to_those_who_could_read_the_old_row(
         conn: psycopg.Connection, db_url: str) -> None:
-    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES, OLIVE_ID])
+    conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES_LECTURE, OLIVE.id])
     with Realtime(db_url) as realtime:
-        subscribers = {who: realtime.subscribe(who, tables=["attendance_records"]) for who in (ADA, GRACE, OLIVE)}
-        conn.execute("update attendance_records set session_id = %s, status = false", [COMPILERS])  # a move
+        subscribers = {who: realtime.subscribe(who, tables=["attendance_records"])
+                       for who in (ADA.email, GRACE.email, OLIVE.email)}
+        conn.execute("update attendance_records set session_id = %s, status = false", [COMPILERS_LECTURE])  # a move
         delivered = realtime.poll()
-    assert subscribers[ADA] not in delivered  # the row is no longer in her session
-    (grace,) = delivered[subscribers[GRACE]]
+    assert subscribers[ADA.email] not in delivered  # the row is no longer in her session
+    (grace,) = delivered[subscribers[GRACE.email]]
     assert grace["record"]["status"] is False and set(grace["old_record"]) == {"id"}  # she could not read it
-    (olive,) = delivered[subscribers[OLIVE]]
-    assert str(olive["old_record"]["session_id"]) == ENGINES and olive["old_record"]["status"] is True
+    (olive,) = delivered[subscribers[OLIVE.email]]
+    assert str(olive["old_record"]["session_id"]) == ENGINES_LECTURE and olive["old_record"]["status"] is True
 
 
 def test_subscriptions_filter_by_table_event_and_column(conn: psycopg.Connection, db_url: str) -> None:
     open_sessions(conn)
     with Realtime(db_url) as realtime:
-        ada = realtime.subscribe(ADA, tables=["attendance_records"], event="INSERT",
-                                 filter=f"session_id=eq.{ENGINES}")
-        grace = realtime.subscribe(GRACE, tables=["attendance_records"],
-                                   filter=f"session_id=in.({COMPILERS},{ENGINES})")
+        ada = realtime.subscribe(ADA.email, tables=["attendance_records"], event="INSERT",
+                                 filter=f"session_id=eq.{ENGINES_LECTURE}")
+        grace = realtime.subscribe(GRACE.email, tables=["attendance_records"],
+                                   filter=f"session_id=in.({COMPILERS_LECTURE},{ENGINES_LECTURE})")
         service = realtime.subscribe("service_role", tables=["attendance_records"],
-                                     filter=f"session_id=neq.{ENGINES}")
-        check_in(conn, SAM, ENGINES)
-        check_in(conn, OLIVE, COMPILERS)
+                                     filter=f"session_id=neq.{ENGINES_LECTURE}")
+        check_in(conn, SAM.email, ENGINES_LECTURE)
+        check_in(conn, OLIVE.email, COMPILERS_LECTURE)
         conn.execute("update attendance_records set status = false")
         delivered = realtime.poll()
         for bad, message in ((dict(filter="session_id=like.x"), "is not column=operator.value"),
-                             (dict(filter=f"nope=eq.{ENGINES}"), "not a column"),
+                             (dict(filter=f"nope=eq.{ENGINES_LECTURE}"), "not a column"),
                              (dict(filter="session_id=eq.not-a-uuid"), "invalid input syntax for type uuid"),
                              (dict(filter="status=eq.true", tables=None), "exactly one table"),
                              (dict(event="UPSERT"), "unknown event"),
                              (dict(tables=["courses"]), "not in publication")):
             with pytest.raises(KitError, match=message):
-                realtime.subscribe(ADA, **{"tables": ["attendance_records"], **bad})
-    assert [(e["type"], str(e["record"]["student_id"])) for e in delivered[ada]] == [("INSERT", SAM_ID)]
+                realtime.subscribe(ADA.email, **{"tables": ["attendance_records"], **bad})
+    assert [(e["type"], str(e["record"]["student_id"])) for e in delivered[ada]] == [("INSERT", SAM.id)]
     assert [(e["type"], str(e["record"]["student_id"])) for e in delivered[grace]] == [
-        ("INSERT", OLIVE_ID), ("UPDATE", OLIVE_ID)]  # RLS still applies: Sam is not her student
+        ("INSERT", OLIVE.id), ("UPDATE", OLIVE.id)]  # RLS still applies: Sam is not her student
     assert [(e["type"], str(e["record"]["student_id"])) for e in delivered[service]] == [
-        ("INSERT", OLIVE_ID), ("UPDATE", OLIVE_ID)]
+        ("INSERT", OLIVE.id), ("UPDATE", OLIVE.id)]
+
+
+def test_an_unsubscribed_subscriber_receives_nothing_after(conn: psycopg.Connection, db_url: str) -> None:
+    open_sessions(conn)
+    with Realtime(db_url) as realtime:
+        ada = realtime.subscribe(ADA.email, tables=["attendance_records"])
+        service = realtime.subscribe("service_role", tables=["attendance_records"])
+        check_in(conn, SAM.email, ENGINES_LECTURE)
+        before = realtime.poll()
+        realtime.unsubscribe(ada)
+        check_in(conn, TESS.email, ENGINES_LECTURE)
+        after = realtime.poll()
+        realtime.unsubscribe(service)
+        check_in(conn, UMA.email, ENGINES_LECTURE)
+        after_everyone = realtime.poll()
+        assert realtime.subscribers == [] and realtime.last_poll_changes > 0  # the change was read, for nobody
+    assert [str(e["record"]["student_id"]) for e in before[ada]] == [SAM.id]
+    assert [str(e["record"]["student_id"]) for e in before[service]] == [SAM.id]
+    assert ada not in after and [str(e["record"]["student_id"]) for e in after[service]] == [TESS.id]
+    assert after_everyone == {}
 
 
 def test_a_policy_changed_between_polls_is_obeyed_at_once(conn: psycopg.Connection, db_url: str) -> None:
     open_sessions(conn)
     with Realtime(db_url) as realtime:
-        ada = realtime.subscribe(ADA, tables=["attendance_records"])
-        check_in(conn, SAM, ENGINES)
+        ada = realtime.subscribe(ADA.email, tables=["attendance_records"])
+        check_in(conn, SAM.email, ENGINES_LECTURE)
         assert len(realtime.poll()[ada]) == 1
         conn.execute("create policy present_only on public.attendance_records as restrictive for select "
                      "to authenticated using (status)")
         conn.execute("insert into attendance_records (session_id, student_id, status) values (%s, %s, false), "
-                     "(%s, %s, true)", [ENGINES, TESS_ID, ENGINES, "b0000000-0000-4000-8000-000000000003"])
+                     "(%s, %s, true)", [ENGINES_LECTURE, TESS.id, ENGINES_LECTURE, UMA.id])
         events = realtime.poll()[ada]
     assert [e["record"]["status"] for e in events] == [True]
-    assert readable(conn, ADA, rows_of(events)) == rows_of(events)
+    assert readable(conn, ADA.email, rows_of(events)) == rows_of(events)
 
 
 # --- order, completeness, values -------------------------------------------------------------------------------
@@ -368,10 +386,10 @@ def test_a_policy_changed_between_polls_is_obeyed_at_once(conn: psycopg.Connecti
 def test_events_come_in_commit_order_and_in_order_within_a_transaction(
         conn: psycopg.Connection, db_url: str) -> None:
     def channel(c: psycopg.Connection, name: str) -> None:
-        c.execute("insert into websocket_channels (session_id, channel_name) values (%s, %s)", [ENGINES, name])
+        c.execute("insert into websocket_channels (session_id, channel_name) values (%s, %s)", [ENGINES_LECTURE, name])
 
     with Realtime(db_url) as realtime, psycopg.connect(db_url, autocommit=True) as other:
-        ada = realtime.subscribe(ADA, tables=["websocket_channels"])
+        ada = realtime.subscribe(ADA.email, tables=["websocket_channels"])
         with conn.transaction():
             channel(conn, "first-begun-1")
             with other.transaction():
@@ -391,13 +409,13 @@ def test_nothing_is_lost_or_duplicated_across_polls_and_large_transactions(
     def channels(count: int) -> None:
         names = [f"c{len(inserted) + i}" for i in range(count)]
         conn.execute("insert into websocket_channels (session_id, channel_name) select %s, unnest(%s::text[])",
-                     [ENGINES, names])
+                     [ENGINES_LECTURE, names])
         inserted.extend(names)
 
     received: list[str] = []
     # A poll stops after ~50 messages, but only between transactions: a large one still arrives whole.
     with Realtime(db_url, max_messages=50) as realtime:
-        ada = realtime.subscribe(ADA, tables=["websocket_channels"])
+        ada = realtime.subscribe(ADA.email, tables=["websocket_channels"])
         for size in (1, 3000, 7, 120, 2500):
             channels(size)
             if size > 100:
@@ -421,7 +439,7 @@ def test_values_round_trip_as_psycopg_would_select_them(conn: psycopg.Connection
     """)
     big = secrets.token_hex(40_000)  # incompressible: stored out of line (TOAST)
     with Realtime(db_url) as realtime:
-        sam = realtime.subscribe(SAM, tables=["realtime_types"])
+        sam = realtime.subscribe(SAM.email, tables=["realtime_types"])
         conn.execute("""
             insert into realtime_types (at, doc, flag, n, label, ids, big) values
             ('2026-01-12 09:00:00.123456+00', '{"a": [1, 2.5, null, "é"], "b": {"c": true}}', true, -7,
@@ -478,7 +496,7 @@ def test_type_and_origin_messages_are_read_past(conn: psycopg.Connection, db_url
 def test_listen_shows_the_teacher_a_check_in_and_the_outsider_nothing(
         conn: psycopg.Connection, db_url: str) -> None:
     open_sessions(conn)
-    seen: dict[str, list[dict[str, Any]]] = {ADA: [], OLIVE: []}
+    seen: dict[str, list[dict[str, Any]]] = {ADA.email: [], OLIVE.email: []}
 
     def run(who: str) -> None:
         seen[who].extend(listen(who, database_url=db_url, tables=["attendance_records"], seconds=3))
@@ -490,16 +508,16 @@ def test_listen_shows_the_teacher_a_check_in_and_the_outsider_nothing(
     while ready_slots(conn) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ready_slots(conn) == 2  # both listening before the check-in commits
-    check_in(conn, SAM, ENGINES)
+    check_in(conn, SAM.email, ENGINES_LECTURE)
     for thread in threads:
         thread.join(60)
     assert slots(conn) == []  # --seconds ended both cleanly
-    (event,) = seen[ADA]
-    assert (event["type"], str(event["record"]["student_id"])) == ("INSERT", SAM_ID)
-    assert seen[OLIVE] == []
+    (event,) = seen[ADA.email]
+    assert (event["type"], str(event["record"]["student_id"])) == ("INSERT", SAM.id)
+    assert seen[OLIVE.email] == []
     line = json.loads(render_event(event, "jsonl"))
-    assert line["record"]["student_id"] == SAM_ID and line["table"] == "attendance_records"
-    assert "INSERT" in render_event(event, "table") and SAM_ID in render_event(event, "table")
+    assert line["record"]["student_id"] == SAM.id and line["table"] == "attendance_records"
+    assert "INSERT" in render_event(event, "table") and SAM.id in render_event(event, "table")
 
 
 def test_an_idle_listener_writes_nothing_to_the_server_log(scratch_dir: Path) -> None:
@@ -511,7 +529,7 @@ def test_an_idle_listener_writes_nothing_to_the_server_log(scratch_dir: Path) ->
         with connect(url) as conn:
             migrate(conn)
             load_demo_data(conn)
-        assert list(listen("ada@attendance-kit.test", database_url=url, seconds=1.5)) == []
+        assert list(listen(ADA.email, database_url=url, seconds=1.5)) == []
         logs = sorted((cluster.data_dir / "log").glob("*.log"))
         assert logs and all(re.fullmatch(r"server-\d\d\.log", log.name) for log in logs)
         assert "logical decoding" not in "".join(log.read_text(errors="replace") for log in logs)

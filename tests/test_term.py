@@ -8,6 +8,7 @@ from datetime import timedelta
 import psycopg
 
 from attendance_kit import connect, load_demo_data, load_demo_term, migrate, query_as
+from attendance_kit.demo import SAM
 from attendance_kit.term import TERM_START, TermSize
 
 SMALL = TermSize(weeks=2, group_size=8)
@@ -89,8 +90,8 @@ def test_a_teacher_queries_only_their_lessons_and_the_numbers_add_up(server) -> 
         assert len(everyone) == 6
         sam = query_as(conn, "service_role", """
             select count(*) filter (where status) as present, count(*) as lessons from attendance_records
-            where student_id = 'b0000000-0000-4000-8000-000000000001'
-        """)
+            where student_id = %s
+        """, [SAM.id])
         assert sam.loc[0, "lessons"] == 2
 
 

@@ -23,11 +23,9 @@ import psycopg
 
 from ..connection import connect, supabase_claims
 from ..databases import scratch_database
+from ..demo import ADA, ENGINES_COURSE, ENGINES_GROUP
 from ..realtime import POLL_INTERVAL, Realtime
 
-ADA_ID = "a0000000-0000-4000-8000-000000000001"
-ENGINES_COURSE = "c0000000-0000-4000-8000-000000000001"
-ENGINES_GROUP = "60000000-0000-4000-8000-000000000001"
 STUDENTS = 499
 PER_TRANSACTION = 10  # check-ins per writer transaction; with the analytics snapshot, 11 changes
 TABLES = ("attendance_records", "session_analytics")
@@ -44,7 +42,7 @@ def realtime(subscribers: Sequence[int] = (1, 100, 500), rates: Sequence[int] = 
                 "select id from public.student_profiles where student_number like 'B-%' order by id")]
             version = conn.execute("show server_version").fetchone()[0]
         checkins = ((session, student) for session in sessions for student in students)
-        claims = [_claims(ADA_ID, "ada@attendance-kit.test")] + [
+        claims = [_claims(ADA.id, ADA.email)] + [
             _claims(student, f"bench-{i}@attendance-kit.test") for i, student in enumerate(students)]
         result: dict[str, Any] = {
             "postgres": version, "cpus": os.cpu_count(), "claims_bytes": len(json.dumps(claims[-1])),

@@ -1,0 +1,52 @@
+"""The realtime change feed: Supabase Realtime's `postgres_changes`, run locally against real RLS.
+
+A change travels through five steps, each a module of this package (`Realtime`, in client.py, ties them together;
+`listen` and `render_event` there are what the command line calls):
+
+1. **The slot** (feed.py: `ChangeFeed`). One connection owns a *temporary* logical replication slot with
+   PostgreSQL's built-in `pgoutput` plugin. A temporary slot belongs to the session that created it and PostgreSQL
+   drops it when that session ends for any reason (a normal close, an exception, the client killed with -9), so
+   no slot outlives its consumer to pin WAL. Each poll reads the publication with
+   `pg_logical_slot_get_binary_changes`, which returns whole transactions in commit order and consumes them:
+   nothing is read twice.
+2. **The decoder** (decoding.py: `PgOutputDecoder`, pure, no database). pgoutput protocol 1: Begin, Relation,
+   Insert, Update, Delete, Truncate, Commit (Type, Origin and logical messages are read and ignored). Values
+   arrive as text and become Python values through psycopg's own loaders, as if they had been selected (in the
+   feed, which has the connection).
+3. **Subscriptions** (subscriptions.py, through `Realtime.subscribe`). Like Supabase's: a table (or every
+   published one), an event (`INSERT`, `UPDATE`, `DELETE`, `TRUNCATE` or `*`) and an optional column filter in
+   Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). The `Event` a
+   subscriber receives is defined there too.
+4. **Authorisation** (authorisation.py, from what catalog.py reads), Supabase's rule: a subscriber receives an
+   INSERT or UPDATE only if, when it is delivered, it can SELECT that row under RLS. Per poll the kit runs ONE
+   query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its claims in
+   `request.jwt.claims`, its role set locally, exactly as `as_user` and Supabase's API do). All subscribers'
+   queries run in one server-side loop (a function in the session's `pg_temp` schema, generated from the
+   catalog), so a poll costs one round trip, not one per subscriber. How the query stays exactly equivalent to
+   RLS: see authorisation.py.
+5. **Delivery** (delivery.py). Per poll: which rows each subscriber's subscriptions cover, the function run for
+   them (with many subscribers split across a few connections that run in parallel), and the events it allows,
+   in commit order.
+
+DELETE (and the old values of an UPDATE). Supabase sends a deleted row's primary key, unfiltered, to every
+subscriber of the table when RLS is on. The kit does better where it can do so exactly: when the table logs whole
+old rows (REPLICA IDENTITY FULL), it evaluates the table's own SELECT policies, combined as PostgreSQL combines
+them for that role, on the old row as that subscriber. The subscriber receives the DELETE with the old row only if
+it could read that row were it still there; the others receive nothing. Where the kit cannot prove the evaluation
+exact (no full old row, a policy using whole-row or system columns) it falls back to Supabase's behaviour: the
+primary key alone, to every subscriber of the table that may select it. An UPDATE's old values follow the same
+rule; otherwise its `old_record` holds only the primary key.
+"""
+
+from .authorisation import TABLES_PER_CALL
+from .client import Realtime, listen, render_event
+from .decoding import UNCHANGED_TOAST, Change, Column, PgOutputDecoder, RawValue, Relation
+from .delivery import SUBSCRIBERS_PER_WORKER
+from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
+from .subscriptions import EVENT_TYPES, Event, Filter, Subscriber, Subscription
+
+__all__ = [
+    "EVENT_TYPES", "MAX_MESSAGES_PER_POLL", "POLL_INTERVAL", "PUBLICATION", "SUBSCRIBERS_PER_WORKER",
+    "TABLES_PER_CALL", "UNCHANGED_TOAST", "Change", "ChangeFeed", "Column", "Event", "Filter", "PgOutputDecoder",
+    "RawValue", "Realtime", "Relation", "Subscriber", "Subscription", "listen", "render_event",
+]

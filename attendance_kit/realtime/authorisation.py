@@ -1,0 +1,298 @@
+"""Step 4, authorisation: the server-side function that asks RLS, for every subscriber in one call.
+
+Per poll, delivery calls one generated plpgsql function (in the session's pg_temp schema) that loops over the
+subscribers and, for each, sets its claims and role and runs one query over all the batch's rows it covers. For
+each table and role the query takes one of two forms, both deciding exactly what RLS decides:
+
+- the generic form: the subscriber's own SELECT of those primary keys from the table, so the real policies
+  filter the real rows;
+- the policy form: the rows are read once per poll by the feed's role (which bypasses RLS), and each
+  subscriber's query applies the table's SELECT policies to them, deparsed from the catalog and combined as
+  PostgreSQL combines them for that role (any permissive policy, and every restrictive one; none: no row).
+  It runs the same expressions, as the same subscriber, on the same current rows, without an index lookup
+  per row and subscriber, which is most of the generic form's cost. It is used only where the kit can show
+  it is exact: the feed's role bypasses RLS on the table (so it reads every row), and no applicable policy
+  uses the whole row or a system column (which a row rebuilt from its values cannot reproduce). Elsewhere
+  the generic form runs.
+
+The old rows of DELETEs and UPDATEs (REPLICA IDENTITY FULL) are judged by the policy form, on the old values: the
+only exact way to ask whether a subscriber could read a row that is gone.
+
+Here: `Authoriser`, which builds a function per table set and role set from the catalog's plans (catalog.py),
+caches it and drops it when the catalog changed; and the function's SQL (`function_sql`), its names stated once
+in the comment above `_TableNames`. Delivery (delivery.py) fills in its arguments and calls it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from psycopg.abc import AdaptContext
+
+from .catalog import FINGERPRINT_SQL, Access, TablePlan, read_catalog
+
+TABLES_PER_CALL = 16  # PostgreSQL functions take at most 100 arguments: 3 + 5 per table
+
+
+@dataclass
+class Function:
+    name: str
+    plans: list[TablePlan]
+
+    def call(self) -> sql.Composed:
+        """The function's call, a typed placeholder per argument (see `_arguments`)."""
+        placeholders = [sql.SQL("%s::" + sql_type) for _, sql_type in _arguments(len(self.plans))]
+        return sql.SQL("select * from pg_temp.{}({})").format(sql.Identifier(self.name),
+                                                              sql.SQL(", ").join(placeholders))
+
+
+class Authoriser:
+    """Builds, caches and drops the generated functions on its connection (one per table set and role set)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self._functions: dict[tuple[tuple[int, ...], tuple[str, ...]], Function] = {}
+
+    def function(self, oids: Sequence[int], roles: Sequence[str]) -> Function:
+        key = (tuple(sorted(oids)), tuple(sorted(roles)))
+        if key not in self._functions:
+            self._functions[key] = self._build(*key)
+        return self._functions[key]
+
+    def forget(self, function: Function) -> None:
+        self._functions = {key: f for key, f in self._functions.items() if f is not function}
+        self.conn.execute(sql.SQL("drop function if exists pg_temp.{}").format(sql.Identifier(function.name)))
+
+    def _build(self, oids: tuple[int, ...], roles: tuple[str, ...]) -> Function:
+        fingerprint, plans = read_catalog(self.conn, oids, roles)
+        name = f"kit_realtime_{secrets.token_hex(6)}"
+        if plans:
+            self.conn.execute(function_sql(self.conn, name, plans, roles, fingerprint, oids))
+        return Function(name, plans)
+
+
+# --- the generated function's SQL ------------------------------------------------------------------------------
+#
+# The function's names, stated once. Every name it declares starts with `_kit_`, so none meets a column's (a
+# table with a `_kit_` column gets no events: see `_plans`). Per subscriber, three arguments indexed by the loop:
+#
+#     _kit_claims[_kit_i], _kit_roles[_kit_i], _kit_groups[_kit_i]   its JWT claims, role and group (1-based)
+#     _kit_gi                                                        its group, which indexes the masks below
+#
+# then per table, numbered t by its place in the plans (from 0), the variables of `_TableNames`. Within a query:
+# `_kit_x` is the table; `_kit_u` its keys, numbered (`_kit_c1`, `_kit_c2`, ... the key's columns, `_kit_n` the
+# number); `_kit_v` its old rows, numbered (`_kit_c1`, ... every column, `_kit_n`). The policy form names the rows
+# it judges as the table itself, because its policies name their columns so, numbered by unnest's `ordinality`.
+#
+# It returns (_kit_subscriber, _kit_kind, _kit_table, _kit_index): each key (kind 0) and old row (kind 1) of
+# table _kit_table the subscriber may read, numbered from 1 as in their arguments; or (-1, -1, -1, -1) alone when
+# the catalog is no longer the one the function was built from.
+
+
+class _TableNames:
+    """The generated function's variables for table number t."""
+
+    def __init__(self, t: int) -> None:
+        self.t = t
+        # Arguments, in this order (delivery's `_TableRows.arguments` fills them), all text or bool:
+        self.keys = f"_kit_k{t}"  # the new rows' primary keys (1-D; for a key of several columns 2-D, a key a row)
+        self.group_keys = f"_kit_g{t}"  # [group]: the keys it covers, NULL-padded (one-column keys; else empty)
+        self.key_mask = f"_kit_m{t}"  # [group][key number]: the group covers that key
+        self.olds = f"_kit_o{t}"  # the old rows to judge, a row of column texts each
+        self.old_mask = f"_kit_h{t}"  # [group][old row number]: the group covers that old row
+        # Declared, computed once per call rather than once per subscriber:
+        self.typed_keys = f"_kit_kt{t}"  # the keys in the key column's type (one-column keys), to number a match
+        self.typed_group_keys = f"_kit_gt{t}"  # each group's keys in that type (one-column keys)
+        self.current = f"_kit_cur{t}"  # the current rows the feed read, as the table's row type (policy form)
+        self.current_numbers = f"_kit_curn{t}"  # each current row's key number
+        self.old_rows = f"_kit_old{t}"  # the old rows rebuilt as the table's row type
+
+    def key_column(self, j: int) -> str:
+        """Declared for a key of several columns: its column j (from 1), typed."""
+        return f"_kit_k{self.t}_{j}"
+
+
+def _arguments(tables: int) -> list[tuple[str, str]]:
+    """The function's arguments, name and SQL type: the subscribers' three, then five per table."""
+    arguments = [("_kit_claims", "text[]"), ("_kit_roles", "text[]"), ("_kit_groups", "int[]")]
+    for t in range(tables):
+        names = _TableNames(t)
+        arguments += [(names.keys, "text[]"), (names.group_keys, "text[]"), (names.key_mask, "bool[]"),
+                      (names.olds, "text[]"), (names.old_mask, "bool[]")]
+    return arguments
+
+
+def function_sql(context: AdaptContext | None, name: str, plans: list[TablePlan], roles: Sequence[str],
+                 fingerprint: str, oids: Sequence[int]) -> str:
+    """`create function` of a plpgsql function authorising one poll for every subscriber: one query each, as that
+    subscriber. Keys and rows are cast, read or rebuilt once per call, not once per subscriber.
+
+    `context` (the connection) quotes names and literals. The body is dollar-quoted with the function's name as
+    its tag: random, so no policy's text holds it.
+    """
+    arguments = ", ".join(f"{argument} {sql_type}" for argument, sql_type in _arguments(len(plans)))
+    tag = f"${name}$"
+    return (f"create function pg_temp.{sql.Identifier(name).as_string(context)}({arguments}) "
+            "returns table (_kit_subscriber int, _kit_kind int, _kit_table int, _kit_index int) "
+            # Generic plans: planning anew for every subscriber and poll (the arrays change) costs more than
+            # running the query.
+            # The generated SQL names everything with its schema, so it keeps the session's search_path, under
+            # which the policies' helper functions resolve their own names as in a request.
+            f"language plpgsql set plan_cache_mode = force_generic_plan as "
+            f"{tag}{_body(context, plans, roles, fingerprint, oids)}{tag}")
+
+
+def _body(context: AdaptContext | None, plans: list[TablePlan], roles: Sequence[str], fingerprint: str,
+          oids: Sequence[int]) -> str:
+    """Lock the tables, check the catalog, prepare each table's rows, then per subscriber its role's queries."""
+    declarations = ["_kit_i int;", "_kit_gi int;"]
+    preparations: list[str] = []
+    for t, plan in enumerate(plans):
+        declarations += _declarations(context, t, plan)
+        preparations += _preparations(context, t, plan)
+    branches = [line for role in roles for line in _role_branch(context, role, plans)]
+    tables = ", ".join(plan.qualified.as_string(context) for plan in plans)
+    catalog = FINGERPRINT_SQL.format(oids="'{" + ",".join(map(str, oids)) + "}'::oid[]",
+                                     roles=sql.Literal(list(roles)).as_string(context) + "::text[]")
+    return f"""
+#variable_conflict use_column
+declare
+{_indented(declarations, 1)}
+begin
+    -- The tables stay locked (as a SELECT would lock them) so policies cannot change under the check below.
+    lock table {tables} in access share mode;
+    if ({catalog})
+       is distinct from {sql.Literal(fingerprint).as_string(context)} then
+        return query select -1, -1, -1, -1;  -- built for another catalog: rebuild
+        return;
+    end if;
+    perform pg_catalog.set_config('row_security', 'on', true);
+{_indented(preparations, 1)}
+    for _kit_i in 1 .. coalesce(pg_catalog.array_length(_kit_claims, 1), 0) loop
+        _kit_gi := _kit_groups[_kit_i];
+        -- What as_user and Supabase's API do: the JWT's claims, then SET LOCAL ROLE.
+        perform pg_catalog.set_config('request.jwt.claims', _kit_claims[_kit_i], true),
+                pg_catalog.set_config('role', _kit_roles[_kit_i], true);
+{_indented(branches, 2)}
+    end loop;
+    perform pg_catalog.set_config('role', 'none', true), pg_catalog.set_config('request.jwt.claims', '', true);
+end
+"""
+
+
+def _indented(lines: list[str], depth: int) -> str:
+    """The lines, each indented: never split, as a policy's text or a quoted name may hold a line break."""
+    pad = "    " * depth
+    return "\n".join(pad + line for line in lines)
+
+
+def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
+    names, types, row_type = _TableNames(t), plan.types, plan.qualified.as_string(context)
+    if len(plan.key) == 1:  # all keys (to number a match) and each group's keys, typed
+        key_type = types[plan.key[0]]
+        declarations = [f"{names.typed_keys} {key_type}[] := {names.keys};",
+                        f"{names.typed_group_keys} {key_type}[] := {names.group_keys};"]
+    else:  # one typed array per key column
+        declarations = [f"{names.key_column(j)} {types[column]}[] := {names.keys}[:][{j}:{j}];"
+                        for j, column in enumerate(plan.key, 1)]
+    return declarations + [f"{names.current} {row_type}[];", f"{names.current_numbers} int[];",
+                           f"{names.old_rows} {row_type}[];"]
+
+
+def _preparations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
+    """Once per call, as the feed's role: read the current rows (policy form), rebuild the old rows."""
+    statements = []
+    if plan.feed_reads_all and any(a.key_select and a.predicate is not None for a in plan.access.values()):
+        statements.append(_read_current_rows(context, t, plan))
+    if any(a.predicate is not None for a in plan.access.values()):
+        statements.append(_rebuild_old_rows(context, t, plan))
+    return statements
+
+
+def _read_current_rows(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
+    names = _TableNames(t)
+    source, columns = _numbered_keys(t, plan)
+    return (f"select pg_catalog.array_agg(_kit_x order by _kit_u._kit_n), "
+            f"pg_catalog.array_agg(_kit_u._kit_n::int order by _kit_u._kit_n) "
+            f"into {names.current}, {names.current_numbers} from {source} "
+            f"join {plan.qualified.as_string(context)} as _kit_x on {_key_matches(context, plan, columns)};")
+
+
+def _rebuild_old_rows(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
+    names = _TableNames(t)
+    columns = [f"_kit_c{j}" for j in range(1, len(plan.columns) + 1)]
+    values = ", ".join(f"(_kit_v.{column})::{sql_type}"
+                       for column, (_, sql_type) in zip(columns, plan.columns, strict=True))
+    arrays = ", ".join(f"pg_catalog.unnest({names.olds}[:][{j}:{j}])" for j in range(1, len(columns) + 1))
+    return (f"if pg_catalog.cardinality({names.olds}) > 0 then {names.old_rows} := array("
+            f"select row({values})::{plan.qualified.as_string(context)} "
+            f"from rows from ({arrays}) with ordinality as _kit_v ({', '.join(columns)}, _kit_n) "
+            f"order by _kit_v._kit_n); end if;")
+
+
+def _numbered_keys(t: int, plan: TablePlan) -> tuple[str, list[str]]:
+    """The FROM item `_kit_u`, the keys numbered (`_kit_u._kit_n`), and the names of its key columns."""
+    names = _TableNames(t)
+    if len(plan.key) == 1:
+        return f"pg_catalog.unnest({names.typed_keys}) with ordinality as _kit_u (_kit_c1, _kit_n)", ["_kit_c1"]
+    columns = [f"_kit_c{j}" for j in range(1, len(plan.key) + 1)]
+    arrays = ", ".join(f"pg_catalog.unnest({names.key_column(j)})" for j in range(1, len(columns) + 1))
+    return f"rows from ({arrays}) with ordinality as _kit_u ({', '.join(columns)}, _kit_n)", columns
+
+
+def _key_matches(context: AdaptContext | None, plan: TablePlan, columns: list[str]) -> str:
+    """The table's row `_kit_x` has the key `_kit_u` holds."""
+    return " and ".join(f"_kit_x.{sql.Identifier(column).as_string(context)} = _kit_u.{name}"
+                        for column, name in zip(plan.key, columns, strict=True))
+
+
+def _role_branch(context: AdaptContext | None, role: str, plans: list[TablePlan]) -> list[str]:
+    """The lines a subscriber of this role runs: its queries over every table, as one result."""
+    test = f"if _kit_roles[_kit_i] = {sql.Literal(role).as_string(context)} then"
+    queries = [query for t, plan in enumerate(plans) for query in _queries(context, t, plan, plan.access[role])]
+    if not queries:
+        return [f"{test} null; end if;"]
+    lines = [test, f"    return query {queries[0]}", *(f"        union all {query}" for query in queries[1:])]
+    lines[-1] += ";"
+    return [*lines, "end if;"]
+
+
+def _queries(context: AdaptContext | None, t: int, plan: TablePlan, access: Access) -> list[str]:
+    """A role's queries over one table: its new rows in the policy or the generic form, then its old rows."""
+    queries = []
+    if access.key_select and access.predicate is not None and plan.feed_reads_all:
+        queries.append(_policy_query(context, t, plan, access.predicate, old=False))
+    elif access.key_select:
+        queries.append(_generic_query(context, t, plan))
+    if access.predicate is not None:
+        queries.append(_policy_query(context, t, plan, access.predicate, old=True))
+    return queries
+
+
+def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
+    """The subscriber's own SELECT of the keys its group covers: the real policies on the real rows."""
+    names, table = _TableNames(t), plan.qualified.as_string(context)
+    if len(plan.key) == 1:
+        key = f"_kit_x.{sql.Identifier(plan.key[0]).as_string(context)}"
+        return (f"select _kit_i, 0, {t}, pg_catalog.array_position({names.typed_keys}, {key}) "
+                f"from {table} as _kit_x where {key} = any ({names.typed_group_keys}[_kit_gi:_kit_gi][:])")
+    source, columns = _numbered_keys(t, plan)
+    return (f"select _kit_i, 0, {t}, _kit_u._kit_n::int from {source} "
+            f"where {names.key_mask}[_kit_gi][_kit_u._kit_n] "
+            f"and exists (select from {table} as _kit_x where {_key_matches(context, plan, columns)})")
+
+
+def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predicate: str, *, old: bool) -> str:
+    """The table's SELECT policies on rows of its own row type, named as the table: the current rows the feed
+    read (kind 0, numbered by key) or the old rows (kind 1)."""
+    names, relation = _TableNames(t), sql.Identifier(plan.name).as_string(context)
+    if old:
+        kind, rows, number, mask = 1, names.old_rows, f"{relation}.ordinality::int", names.old_mask
+    else:
+        kind, rows, number, mask = 0, names.current, f"{names.current_numbers}[{relation}.ordinality]", names.key_mask
+    return (f"select _kit_i, {kind}, {t}, {number} from pg_catalog.unnest({rows}) with ordinality as {relation} "
+            f"where {mask}[_kit_gi][{number}] and ({predicate})")

@@ -1,0 +1,132 @@
+"""`Realtime`, the change feed with subscribers, and what the command line calls (`listen`, `render_event`).
+
+`Realtime` ties the steps together: its `ChangeFeed` (feed.py) reads and decodes the slot, `subscribe` adds a
+subscriber (subscriptions.py), and each `poll` hands the changes to its `Delivery` (delivery.py), which has them
+authorised (authorisation.py) and returns each subscriber's events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .decoding import UNCHANGED_TOAST
+from .delivery import SUBSCRIBERS_PER_WORKER, Delivery
+from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
+from .subscriptions import Event, Subscriber, new_subscriber
+
+
+class Realtime:
+    """A change feed with subscribers: each poll gives each subscriber the events RLS lets it see, in order.
+
+    Use it as a context manager (or call `close`): the slot is dropped with the connection.
+    """
+
+    def __init__(self, database_url: str | None = None, publication: str = PUBLICATION, *,
+                 poll_interval: float = POLL_INTERVAL, max_messages: int = MAX_MESSAGES_PER_POLL,
+                 workers: int = 2, subscribers_per_worker: int = SUBSCRIBERS_PER_WORKER) -> None:
+        """`workers`: connections authorising in parallel, one per `subscribers_per_worker` subscribers (the
+        feed's own connection is the first; the others open when needed)."""
+        self.feed = ChangeFeed(database_url, publication, max_messages=max_messages)
+        self.conn = self.feed.conn
+        self.poll_interval = poll_interval
+        self.subscribers: list[Subscriber] = []
+        self.last_poll_changes = 0
+        self._delivery = Delivery(self.feed, database_url, workers=workers,
+                                  subscribers_per_worker=subscribers_per_worker)
+
+    def subscribe(self, who: str | uuid.UUID | None = None, *, claims: dict[str, Any] | None = None,
+                  tables: Sequence[str] | None = None, event: str = "*", filter: str | None = None,
+                  schema: str = "public") -> Subscriber:
+        """Subscribe a user (UUID, email, 'anon' or 'service_role'), or explicit JWT `claims`.
+
+        `tables`: published tables (default: all of them); `event`: INSERT, UPDATE, DELETE, TRUNCATE or *;
+        `filter`: Supabase's column filter, e.g. 'session_id=eq.<uuid>' (needs exactly one table).
+        """
+        subscriber = new_subscriber(self.conn, self.feed.publication, who, claims=claims, tables=tables,
+                                    event=event, filter=filter, schema=schema)
+        self.subscribers.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """From the next poll on, `subscriber` receives nothing."""
+        self.subscribers.remove(subscriber)
+
+    def poll(self) -> dict[Subscriber, list[Event]]:
+        """Read what was committed since the last poll; return each subscriber's events, in commit order."""
+        changes = self.feed.poll()
+        self.last_poll_changes = len(changes)
+        if not changes or not self.subscribers:
+            return {}
+        return self._delivery.deliver(changes, self.subscribers)
+
+    def stream(self, seconds: float | None = None) -> Iterator[tuple[Subscriber, Event]]:
+        """Poll every `poll_interval`, or at once again after a poll that found changes (under load a poll
+        takes longer than the interval, and waiting would only add latency), for `seconds` or until closed.
+
+        The last poll starts after the deadline, so every change committed before it is delivered.
+        """
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            started = time.monotonic()
+            for subscriber, events in self.poll().items():
+                for event in events:
+                    yield subscriber, event
+            if deadline is not None and started >= deadline:
+                return
+            pause = 0.0 if self.last_poll_changes else self.poll_interval - (time.monotonic() - started)
+            if deadline is not None:
+                pause = min(pause, deadline - time.monotonic())
+            if pause > 0:
+                time.sleep(pause)
+
+    def close(self) -> None:
+        self._delivery.close()
+        self.feed.close()
+
+    def __enter__(self) -> Realtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Sequence[str] = (),
+           event: str = "*", filter: str | None = None, seconds: float | None = None,
+           publication: str = PUBLICATION, poll_interval: float = POLL_INTERVAL,
+           on_listening: Callable[[], None] | None = None) -> Iterator[Event]:
+    """The events `who` may see, as they are committed, for `seconds` (or until the caller stops iterating).
+
+    The slot is created before the first event and dropped when the generator ends, however it ends;
+    `on_listening` is called once it exists and the subscription is in place.
+    """
+    with Realtime(database_url, publication, poll_interval=poll_interval) as realtime:
+        realtime.subscribe(who, tables=list(tables) or None, event=event, filter=filter)
+        if on_listening is not None:
+            on_listening()
+        for _subscriber, item in realtime.stream(seconds):
+            yield item
+
+
+def render_event(event: Event, output_format: str = "jsonl") -> str:
+    """One line: the event as JSON ('jsonl'), or a short human line ('table')."""
+    if output_format == "jsonl":
+        return json.dumps(event, default=_json_default)
+    row = event["record"] or event["old_record"]
+    shown = " ".join(f"{k}={_json_default(v) if not isinstance(v, str) else v}" for k, v in row.items())
+    return (f"{event['commit_timestamp'].astimezone(timezone.utc):%H:%M:%S.%f}"[:-3]
+            + f"  {event['type']:<8}  {event['schema']}.{event['table']}  {shown}").rstrip()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is UNCHANGED_TOAST:
+        return "(unchanged TOAST value)"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=_json_default)
+    return str(value)
