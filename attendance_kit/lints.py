@@ -14,7 +14,7 @@ import psycopg
 # Schemas whose functions must pin their search_path (the auth shim's functions mirror Supabase's own).
 FUNCTION_SCHEMAS = ("public", "private")
 # Calls that depend only on the request, and so belong in an initplan: (select auth.uid()), not auth.uid().
-# private.current_user_id() is the kit's auth.uid() for policies (sql/011).
+# private.current_user_id() is the kit's auth.uid() for policies (sql/002).
 REQUEST_CALL = r"(auth\.(uid|jwt|role|email)\(\)|private\.current_user_id\(\)|current_setting\()"
 # Schemas that belong to PostgreSQL or to Supabase itself, not to the project.
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "auth", "extensions", "graphql",
@@ -108,6 +108,21 @@ LINTS = [
         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
           and has_table_privilege(r.role, c.oid, 'truncate')
         group by c.oid
+    """),
+    Lint("multiple_permissive_policies", """
+        select format('%%s for %%s %%s', c.oid::regclass, r.rolname, a.action),
+               'permissive policies ' || string_agg(quote_ident(p.polname), ', ' order by p.polname)
+               || ' each run for every row: merge them into one'
+        from pg_policy p
+        join pg_class c on c.oid = p.polrelid
+        cross join (values ('r', 'SELECT'), ('a', 'INSERT'), ('w', 'UPDATE'), ('d', 'DELETE')) a (cmd, action)
+        -- the roles Supabase's advisor checks; authenticator and dashboard_user exist on Supabase only
+        join pg_roles r on r.rolname in ('anon', 'authenticated', 'authenticator', 'dashboard_user')
+        where c.relnamespace = 'public'::regnamespace and p.polpermissive and p.polcmd in (a.cmd, '*')
+          and (0::oid = any (p.polroles)
+               or exists (select 1 from unnest(p.polroles) role where pg_has_role(r.oid, role, 'member')))
+        group by c.oid, r.rolname, a.action
+        having count(*) > 1
     """),
     Lint("permissive_policy_to_public", """
         select format('%%s policy %%s', c.oid::regclass, p.polname),

@@ -66,6 +66,16 @@ begin
 end
 $$;
 
+-- Supabase's realtime publication, empty, as Supabase creates it: Supabase Realtime delivers postgres_changes only
+-- for the tables in it (the dashboard's "Enable Realtime" adds them; so does step 4, sql/006).
+do $$
+begin
+    if not exists (select 1 from pg_publication where pubname = 'supabase_realtime') then
+        create publication supabase_realtime;
+    end if;
+end
+$$;
+
 -- The grants Supabase gives: the API roles use the public and auth schemas; tables, functions and
 -- sequences created in public are granted to them by default, and RLS decides which rows they reach.
 -- (The kit's own migrations then revoke what a table's access rules do not need.)

@@ -55,8 +55,15 @@ def test_existing_supabase_objects_are_left_untouched(empty_db: str) -> None:
             create table auth.users (id uuid primary key, email text, instance_id uuid, aud text);
             create function auth.uid() returns uuid language sql stable
                 as $$ select '00000000-0000-0000-0000-00000000abcd'::uuid $$;
+            create table public.messages (id int primary key);
+            create publication supabase_realtime for table public.messages;  -- "Enable Realtime" on a table
         """)
         migrate(conn)
+        # The kit's tables join what the project publishes; nothing is taken out.
+        realtime = [row[0] for row in conn.execute(
+            "select tablename from pg_publication_tables where pubname = 'supabase_realtime' order by 1")]
+        assert realtime == ["attendance_records", "attendance_status_changes", "live_sessions", "messages",
+                            "session_analytics", "session_status_changes", "websocket_channels"]
         assert str(conn.execute("select auth.uid()").fetchone()[0]) == "00000000-0000-0000-0000-00000000abcd"
         columns = conn.execute("""
             select array_agg(attname::text order by attnum) from pg_attribute

@@ -111,17 +111,19 @@ def test_trigger_functions_are_not_executable_through_the_api(conn: psycopg.Conn
         "record_attendance_status_change", "record_session_status_change", "update_session_analytics")]
 
 
-def test_the_publication_carries_six_tables_and_reapplies_cleanly(conn: psycopg.Connection) -> None:
+def test_both_publications_carry_six_tables_and_reapply_cleanly(conn: psycopg.Connection) -> None:
+    """The seed's publication, and supabase_realtime, which Supabase Realtime reads (the shim creates it empty)."""
     conn.execute((SQL_DIR / "006_realtime_publication.sql").read_text())
-    published = conn.execute("""
-        select t.tablename, c.relreplident from pg_publication_tables t
-        join pg_class c on c.oid = format('%I.%I', t.schemaname, t.tablename)::regclass
-        where t.pubname = 'live_attendance_pub' order by t.tablename
-    """).fetchall()
-    assert published == [
-        ("attendance_records", "f"), ("attendance_status_changes", "d"), ("live_sessions", "f"),
-        ("session_analytics", "d"), ("session_status_changes", "d"), ("websocket_channels", "f"),
-    ]
+    for publication in ("live_attendance_pub", "supabase_realtime"):
+        published = conn.execute("""
+            select t.tablename, c.relreplident from pg_publication_tables t
+            join pg_class c on c.oid = format('%%I.%%I', t.schemaname, t.tablename)::regclass
+            where t.pubname = %s order by t.tablename
+        """, [publication]).fetchall()
+        assert published == [
+            ("attendance_records", "f"), ("attendance_status_changes", "d"), ("live_sessions", "f"),
+            ("session_analytics", "d"), ("session_status_changes", "d"), ("websocket_channels", "f"),
+        ], publication
 
 
 @pytest.mark.parametrize(("mutation", "lint", "obj"), [
@@ -137,6 +139,8 @@ def test_the_publication_carries_six_tables_and_reapplies_cleanly(conn: psycopg.
      "using (auth.uid() is not null)", "auth_rls_initplan", "session_analytics policy per_row"),
     ("alter table public.session_analytics add column owner uuid references public.profiles (id)",
      "unindexed_foreign_keys", "session_analytics (session_analytics_owner_fkey)"),
+    ("create policy another_read on public.websocket_channels for select to authenticated using (false)",
+     "multiple_permissive_policies", "websocket_channels for authenticated SELECT"),
 ])
 def test_each_lint_catches_its_problem(conn: psycopg.Connection, mutation: str, lint: str, obj: str) -> None:
     assert run_lints(conn) == []
