@@ -8,10 +8,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import psycopg
 
-from . import bench, demo, migrations, realtime, term, verification
+from . import bench, demo, export, migrations, realtime, term, verification
 from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
@@ -123,6 +124,14 @@ def listen(args: argparse.Namespace) -> None:
         print(realtime.render_event(event, args.format), flush=True)
 
 
+def export_supabase(args: argparse.Namespace) -> None:
+    """Write the Supabase CLI project; print each file written."""
+    written = export.export_supabase(Path(args.directory))
+    for path in written:
+        print(path)
+    say(f"{len(written)} files written" if written else "the export is current: nothing written")
+
+
 def bench_startup(args: argparse.Namespace) -> None:
     print(bench.render(startup.startup(runs=args.runs), args.format))
 
@@ -210,6 +219,13 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--database-url", help="server for the scratch databases (default: the kit's)")
         command.add_argument("--format", choices=["table", "json"], default="table")
         command.set_defaults(run=run)
+
+    ex = commands.add_parser("export", help="the kit in another tool's layout")
+    ex_commands = ex.add_subparsers(dest="export_command", required=True)
+    sb = ex_commands.add_parser("supabase", help="a Supabase CLI project: migrations, seed.sql, pgTAP tests of "
+                                                 "the access contract (for supabase db push / test db)")
+    sb.add_argument("directory", help="the project directory (supabase/ is written inside it)")
+    sb.set_defaults(run=export_supabase)
 
     ver = commands.add_parser("verify", help="check the access contract for real, and the catalog lints")
     ver.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")

@@ -331,7 +331,7 @@ using (
 
 -- One INSERT policy with both rules: two permissive policies for one role and action would each run for every
 -- row (Supabase's advisor: multiple_permissive_policies).
-create policy "Teachers record their invited students, students check themselves in while live"
+create policy "Teachers record invited students, students check in while live"
 on public.attendance_records for insert to authenticated
 with check (
     -- the session's teacher, for a student of one of its invited groups

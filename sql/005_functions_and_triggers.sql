@@ -22,9 +22,6 @@
 -- INSERT ... ON CONFLICT DO UPDATE, which runs the insert and then the update trigger) locks them statement by
 -- statement, until it commits: such writers touching several sessions may deadlock, and should retry (40P01).
 
--- No writes to attendance while the totals are counted and the triggers created.
-lock table public.attendance_records in share row exclusive mode;
-
 create table private.session_attendance_totals (
     session_id uuid primary key references public.live_sessions (id) on delete cascade,
     total_students int not null default 0,
@@ -36,10 +33,6 @@ create table private.session_attendance_totals (
 -- Only the trigger (its owner) reads or writes it.
 alter table private.session_attendance_totals enable row level security;
 revoke all on private.session_attendance_totals from public, anon, authenticated, service_role;
-
--- Totals for attendance recorded before this step (none on a fresh database).
-insert into private.session_attendance_totals (session_id, total_students, present_count)
-select session_id, count(*), count(*) filter (where status) from public.attendance_records group by session_id;
 
 -- The time of a session's next snapshot: the as-of time (sql/002: now, unless an import sets it), and strictly
 -- after its previous one. Called with the session's totals row locked, so it orders the series by commit
@@ -171,6 +164,13 @@ create trigger attendance_analytics_truncate_trigger
 after truncate on public.attendance_records
 for each statement
 execute function public.update_session_analytics();
+
+-- Totals for attendance recorded before this step (none on a fresh database). Counted after the triggers exist:
+-- CREATE TRIGGER holds a lock that keeps writers of attendance_records out until this file's transaction ends
+-- (the kit's runner, the Supabase CLI and `psql -1` run a file in one), so no check-in falls between the two.
+insert into private.session_attendance_totals (session_id, total_students, present_count)
+select session_id, count(*), count(*) filter (where status) from public.attendance_records group by session_id
+on conflict (session_id) do nothing;
 
 -- Attendance audit: every change of attendance_records.status, by whom (auth.uid(); NULL for service_role
 -- and maintenance) and why: the transaction's `attendance_kit.change_reason` setting, e.g.
