@@ -114,7 +114,7 @@ def verify_command(args: argparse.Namespace) -> int:
 def listen(args: argparse.Namespace) -> None:
     """Print the events `--as` may see, as they are committed, until --seconds pass (or Ctrl-C)."""
     tables = ", ".join(args.table) if args.table else "every published table"
-    until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+    until = f"for {args.seconds:g} s" if args.seconds is not None else "until Ctrl-C"
     events = realtime.listen(
         args.who, database_url=args.database_url, tables=args.table or (), event=args.event, filter=args.filter,
         seconds=args.seconds,

@@ -137,8 +137,13 @@ def _make(server: str, name: str, contents: Contents) -> None:
 
 @contextmanager
 def _admin(server: str) -> Iterator[psycopg.Connection]:
-    """A connection to the server holding the kit's lock on templates."""
-    with connect(server) as admin:
+    """A connection to the server holding the kit's lock on templates. Advisory locks are per database, so the lock
+    is taken in `postgres` (every caller meets there) when it exists, else in the database given."""
+    try:
+        admin_conn = connect(url_with_database(server, "postgres"))
+    except KitError:
+        admin_conn = connect(server)
+    with admin_conn as admin:
         admin.execute("select pg_advisory_lock(%s)", [LOCK_KEY])
         yield admin
 
@@ -172,6 +177,10 @@ def _recreate(admin: psycopg.Connection, name: str, template: str) -> None:
 
 
 def _drop(admin: psycopg.Connection, name: str) -> None:
+    # DROP ... WITH (FORCE) refuses a database with an active replication slot (a realtime feed of the notebook
+    # being run again in the same kernel): end the sessions that hold one first.
+    admin.execute("select pg_terminate_backend(active_pid) from pg_replication_slots "
+                  "where database = %s and active_pid is not null", [name])
     admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 

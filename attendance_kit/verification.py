@@ -19,7 +19,7 @@ from psycopg import sql
 from .connection import become, resolve_user
 from .errors import KitError, one_line
 from .lints import Finding, run_lints
-from .migrations import migration_status
+from .migrations import applied_checksums, check_ledger, migration_status, migrations_in
 from .paths import SQL_DIR
 
 if TYPE_CHECKING:  # pandas is imported where it is used: the command line starts faster without it
@@ -134,6 +134,7 @@ class Verification:
 
 def verify(conn: psycopg.Connection, contract: Contract | None = None) -> Verification:
     """Run the access contract and the lints; the database is left exactly as it was."""
+    check_ledger(applied_checksums(conn), migrations_in())
     pending = [m["migration"] for m in migration_status(conn) if m["status"] == "pending"]
     if pending:
         raise KitError(f"this database lacks {', '.join(pending)}: run {{command}} first",
