@@ -194,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--as", dest="who", required=True, help="the subscriber: a UUID or email, anon, service_role")
     ls.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     ls.add_argument("--table", action="append", help="a published table (repeatable; default: all)")
-    ls.add_argument("--event", default="*", help="INSERT, UPDATE, DELETE, TRUNCATE or * (default)")
+    ls.add_argument("--event", default="*", help="INSERT, UPDATE, DELETE or * (default)")
     ls.add_argument("--filter", help="Supabase's column filter, e.g. session_id=eq.<uuid> (one --table)")
     ls.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     ls.add_argument("--format", choices=["jsonl", "table"], default="jsonl")

@@ -30,10 +30,15 @@ begin
 end
 $$;
 
--- REPLICA IDENTITY FULL logs a row's old values with each UPDATE and DELETE, where subscribers need them: an
--- attendance correction shows old and new status, a deleted record or channel still names its session_id
--- (so a `session_id=eq.<uuid>` subscription and the RLS check can place it), and a session's status change
--- shows the status it left. The three audit/analytics tables are append-only, so their primary key suffices.
-alter table public.attendance_records replica identity full;
-alter table public.live_sessions replica identity full;
-alter table public.websocket_channels replica identity full;
+-- The default replica identity (the primary key) on every published table, stated because it is a security
+-- choice: Supabase Realtime sends a DELETE without an RLS check, to every subscription whose filter matches the
+-- logged old row. With REPLICA IDENTITY FULL that row holds session_id, so a student of another course subscribed
+-- with session_id=eq.<any lecture> would learn of each deleted record there. With the key alone a filtered
+-- subscription never matches a delete, and an unfiltered one learns only the deleted row's id. Old values a
+-- reader needs are in the audit tables (attendance_status_changes, session_status_changes), under their policies.
+alter table public.attendance_records replica identity default;
+alter table public.live_sessions replica identity default;
+alter table public.websocket_channels replica identity default;
+alter table public.session_status_changes replica identity default;
+alter table public.attendance_status_changes replica identity default;
+alter table public.session_analytics replica identity default;

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from attendance_kit import KitError, as_user, connect, load_demo_data, migrate
-from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, GRACE, OLIVE, PAT, PERSONAS, SAM, TESS, UMA
-from attendance_kit.realtime import UNCHANGED_TOAST, ChangeFeed, Realtime, listen, render_event
+from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, GRACE, OLIVE, PERSONAS, SAM, TESS, UMA
+from attendance_kit.realtime import ChangeFeed, Realtime, listen, render_event
 from attendance_kit.server import Cluster, port_is_free
 
 EMAILS = tuple(persona.email for persona in PERSONAS)
@@ -38,7 +38,7 @@ def ready_slots(conn: psycopg.Connection) -> int:
 
 
 def rows_of(events: list[dict[str, Any]], kinds: tuple[str, ...] = ("INSERT", "UPDATE")) -> set[tuple[str, str]]:
-    return {(e["table"], str(e["record"]["id"])) for e in events if e["type"] in kinds}
+    return {(e["table"], str(e["record"]["id"])) for e in events if e["type"] in kinds and not e["errors"]}
 
 
 def readable(conn: psycopg.Connection, who: str, changed: set[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -172,9 +172,9 @@ def test_only_published_tables_produce_events_and_a_dropped_table_stops(conn: ps
 def test_each_persona_receives_exactly_the_rows_rls_lets_it_select(
         conn: psycopg.Connection, db_url: str, form: str) -> None:
     if form == "generic":
-        # A policy reading the whole row cannot be evaluated on a row rebuilt from its values (the rebuilt row
-        # differs, here by an extra key): the feed must fall back to each subscriber's own SELECT. In the table
-        # the policy lets every signed-in user read every row; evaluated on a rebuilt row it would deny them.
+        # A policy reading the whole row cannot be evaluated on a row held in an array (that row differs, here by
+        # an extra key): the feed must fall back to each subscriber's own SELECT. In the table the policy lets
+        # every signed-in user read every row; evaluated on a row from the array it would deny them.
         for table in ("attendance_records", "live_sessions", "websocket_channels"):
             conn.execute(f"create policy whole_row on public.{table} for select to authenticated "
                          f"using (not (to_jsonb({table}) ? 'ordinality'))")
@@ -202,37 +202,45 @@ def test_each_persona_receives_exactly_the_rows_rls_lets_it_select(
         assert rows_of(delivered.get(subscriber, [])) == readable(conn, who, changed), who
     # Spot checks of what that means: the outside student sees only their own side.
     assert rows_of(delivered[subscribers[OLIVE.email]]) <= {(t, i) for t, i in changed if t != "session_analytics"}
-    assert subscribers["anon"] not in delivered
     assert len(rows_of(delivered[subscribers[ADA.email]])) > len(rows_of(delivered[subscribers[SAM.email]])) > 0
+    # anon may not select the tables' keys: as on Supabase, every insert and update reaches it as an error alone.
+    for_anon = delivered[subscribers["anon"]]
+    assert len(for_anon) == len(everything) and all(
+        (e["errors"], e["columns"], e["record"], e["commit_timestamp"]) == (["Error 401: Unauthorized"], [], {}, None)
+        for e in for_anon)
 
 
-def test_a_delete_reaches_exactly_those_who_could_read_the_row(conn: psycopg.Connection, db_url: str) -> None:
+def test_a_delete_goes_unchecked_with_its_key_alone_and_a_filter_on_another_column_never_matches_it(
+        conn: psycopg.Connection, db_url: str) -> None:
+    """Supabase Realtime's DELETE: no RLS check, filters on the logged old row, the key alone under RLS."""
     open_sessions(conn)
     check_in(conn, SAM.email, ENGINES_LECTURE)
-    conn.execute("insert into session_status_changes (session_id, old_status, new_status) "
-                 "values (%s, 'live', 'ended')", [ENGINES_LECTURE])
+    check_in(conn, TESS.email, ENGINES_LECTURE)
+    in_ada_s_lecture = f"session_id=eq.{ENGINES_LECTURE}"
     with Realtime(db_url) as realtime:
-        subscribers = {who: realtime.subscribe(who, event="DELETE") for who in (*EMAILS, "anon")}
-        conn.execute("delete from attendance_records where student_id = %s", [SAM.id])
-        audit_rows = conn.execute("delete from session_status_changes").rowcount
-        delivered = realtime.poll()
+        everyone = {who: realtime.subscribe(who, tables=["attendance_records"], event="DELETE")
+                    for who in (*EMAILS, "anon")}
+        olive_filtered = realtime.subscribe(OLIVE.email, tables=["attendance_records"], filter=in_ada_s_lecture)
+        sam_id = conn.execute("delete from attendance_records where student_id = %s returning id::text",
+                              [SAM.id]).fetchone()[0]
+        default_identity = realtime.poll()
+        # With the whole old row logged, the filter matches: Olive learns of a delete in a lecture not hers.
+        conn.execute("alter table attendance_records replica identity full")
+        tess_id = conn.execute("delete from attendance_records where student_id = %s returning id::text",
+                               [TESS.id]).fetchone()[0]
+        full_identity = realtime.poll()
 
-    def deletes(who: str, table: str) -> list[dict[str, Any]]:
-        return [e["old_record"] for e in delivered.get(subscribers[who], []) if e["table"] == table]
-
-    # REPLICA IDENTITY FULL: the table's policies judge the old row; the readers get all of it.
-    for who in (ADA.email, SAM.email):
-        (old,) = deletes(who, "attendance_records")
-        assert (str(old["student_id"]), str(old["session_id"]), old["status"]) == (SAM.id, ENGINES_LECTURE, True)
-    for who in (GRACE.email, TESS.email, UMA.email, OLIVE.email, PAT.email, "anon"):
-        assert deletes(who, "attendance_records") == [], who
-    # Only the primary key is logged here: Supabase's behaviour, the key alone to whoever may select the table.
-    assert set(deletes(ADA.email, "session_status_changes")[0]) == {"id"}
-    assert audit_rows == 3 and all(len(deletes(who, "session_status_changes")) == 3 for who in EMAILS)
-    assert deletes("anon", "session_status_changes") == []
+    for who, subscriber in everyone.items():
+        (event,) = default_identity[subscriber]
+        assert event["type"] == "DELETE" and "record" not in event
+        # The key, to every subscriber of the table (anon may not select it: an empty old_record).
+        assert {k: str(v) for k, v in event["old_record"].items()} == ({} if who == "anon" else {"id": sam_id}), who
+    assert olive_filtered not in default_identity
+    (leak,) = full_identity[olive_filtered]
+    assert {k: str(v) for k, v in leak["old_record"].items()} == {"id": tess_id}  # RLS on: the key alone
 
 
-def test_delivery_time_rls_a_row_gone_before_delivery_is_not_sent_and_truncate_goes_by_privilege(
+def test_delivery_time_rls_a_row_gone_before_delivery_is_not_sent_and_truncate_reaches_nobody(
         conn: psycopg.Connection, db_url: str) -> None:
     open_sessions(conn)
     with Realtime(db_url) as realtime:
@@ -246,8 +254,8 @@ def test_delivery_time_rls_a_row_gone_before_delivery_is_not_sent_and_truncate_g
         delivered = realtime.poll()
     # As in Supabase, RLS is asked when the change is delivered: the inserted row no longer exists then.
     assert [e["type"] for e in delivered[sam]] == ["DELETE"]
-    assert [e["type"] for e in delivered[ada]] == ["TRUNCATE"]  # the inserted channel is gone too
-    assert anon not in delivered
+    assert ada not in delivered  # the inserted channel is gone, and a TRUNCATE is never delivered
+    assert [(e["type"], e["errors"]) for e in delivered[anon]] == [("INSERT", ["Error 401: Unauthorized"])]
 
 
 def test_which_policies_apply_to_a_role_follows_postgresql(conn: psycopg.Connection, db_url: str) -> None:
@@ -293,28 +301,33 @@ def test_a_two_column_primary_key_is_checked_in_both_forms(conn: psycopg.Connect
             events = realtime.poll()[sam]
             conn.execute("delete from realtime_pairs")
             events += realtime.poll()[sam]
-            received.append([(e["type"], e["record"] or e["old_record"]) for e in events])
+            received.append([(e["type"], e.get("record", e.get("old_record"))) for e in events])
     inserts = [("INSERT", {"a": 1, "b": "x", "note": "seen"}), ("INSERT", {"a": 2, "b": "y", "note": "seen"})]
-    assert received[0] == [*inserts, ("DELETE", {"a": 1, "b": "x", "note": "seen"}),
-                           ("DELETE", {"a": 2, "b": "y", "note": "seen"})]
-    # Policies the kit cannot evaluate on an old row: Supabase's fallback for DELETE, the key to all readers.
-    assert received[1] == [*inserts, ("DELETE", {"a": 1, "b": "x"}), ("DELETE", {"a": -1, "b": "x"}),
-                           ("DELETE", {"a": 2, "b": "y"})]
+    # Deletes are not checked; under RLS their old_record is the key alone, though the whole row was logged.
+    deletes = [("DELETE", {"a": 1, "b": "x"}), ("DELETE", {"a": -1, "b": "x"}), ("DELETE", {"a": 2, "b": "y"})]
+    assert received == [inserts + deletes] * 2
 
 
-def test_an_update_shows_old_values_only_to_those_who_could_read_the_old_row(
+def test_an_update_is_checked_on_its_new_row_and_its_old_record_is_what_the_replica_identity_logged(
         conn: psycopg.Connection, db_url: str) -> None:
     conn.execute("insert into attendance_records (session_id, student_id) values (%s, %s)", [ENGINES_LECTURE, OLIVE.id])
     with Realtime(db_url) as realtime:
         subscribers = {who: realtime.subscribe(who, tables=["attendance_records"])
                        for who in (ADA.email, GRACE.email, OLIVE.email)}
-        conn.execute("update attendance_records set session_id = %s, status = false", [COMPILERS_LECTURE])  # a move
-        delivered = realtime.poll()
-    assert subscribers[ADA.email] not in delivered  # the row is no longer in her session
-    (grace,) = delivered[subscribers[GRACE.email]]
-    assert grace["record"]["status"] is False and set(grace["old_record"]) == {"id"}  # she could not read it
-    (olive,) = delivered[subscribers[OLIVE.email]]
-    assert str(olive["old_record"]["session_id"]) == ENGINES_LECTURE and olive["old_record"]["status"] is True
+        move = "update attendance_records set session_id = %s, status = %s where student_id = %s"
+        conn.execute(move, [COMPILERS_LECTURE, False, OLIVE.id])
+        default_identity = realtime.poll()
+        conn.execute("alter table attendance_records replica identity full")
+        conn.execute(move, [ENGINES_LECTURE, True, OLIVE.id])
+        full_identity = realtime.poll()
+    assert subscribers[ADA.email] not in default_identity  # the row is no longer in her session
+    for who in (GRACE.email, OLIVE.email):
+        (event,) = default_identity[subscribers[who]]
+        assert event["record"]["status"] is False and set(event["old_record"]) == {"id"}
+    # The whole old row, to whoever may read the new one: Ada, not Grace, is told where the row came from.
+    assert subscribers[GRACE.email] not in full_identity
+    (event,) = full_identity[subscribers[ADA.email]]
+    assert str(event["old_record"]["session_id"]) == COMPILERS_LECTURE and event["old_record"]["status"] is False
 
 
 def test_subscriptions_filter_by_table_event_and_column(conn: psycopg.Connection, db_url: str) -> None:
@@ -335,6 +348,7 @@ def test_subscriptions_filter_by_table_event_and_column(conn: psycopg.Connection
                              (dict(filter="session_id=eq.not-a-uuid"), "invalid input syntax for type uuid"),
                              (dict(filter="status=eq.true", tables=None), "exactly one table"),
                              (dict(event="UPSERT"), "unknown event"),
+                             (dict(event="TRUNCATE"), "never delivers TRUNCATE"),
                              (dict(tables=["courses"]), "not in publication")):
             with pytest.raises(KitError, match=message):
                 realtime.subscribe(ADA.email, **{"tables": ["attendance_records"], **bad})
@@ -457,10 +471,48 @@ def test_values_round_trip_as_psycopg_would_select_them(conn: psycopg.Connection
     assert inserted == selected
     assert inserted[0]["doc"] == {"a": [1, 2.5, None, "é"], "b": {"c": True}}
     assert inserted[0]["at"] == datetime(2026, 1, 12, 9, 0, 0, 123456, tzinfo=timezone.utc)
-    assert default_identity["record"]["big"] is UNCHANGED_TOAST and default_identity["record"]["flag"] is False
+    # An unchanged TOASTed value is not in the WAL: Supabase leaves it out; the logged old row supplies it.
+    assert "big" not in default_identity["record"] and default_identity["record"]["flag"] is False
+    assert set(default_identity["old_record"]) == {"id"}
     assert full_identity["record"]["big"] == big and full_identity["old_record"]["flag"] is False
     assert [c["type"] for c in full_identity["columns"]] == ["uuid", "timestamptz", "jsonb", "bool", "int4", "text",
                                                            "_uuid", "text"]
+
+
+def test_over_supabase_s_size_limit_an_event_carries_error_413_and_only_its_short_values(
+        conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("""
+        create table public.realtime_sizes (id int primary key, note text, big text);
+        alter publication live_attendance_pub add table public.realtime_sizes;
+        alter table public.realtime_sizes enable row level security;
+        create policy readable on public.realtime_sizes for select to authenticated using (true);
+        grant select on public.realtime_sizes to authenticated;
+    """)
+    under, over = "a" * 900_000, "b" * 1_100_000  # Supabase's limit: 1 MB of wal2json message
+    with Realtime(db_url) as realtime:
+        sam = realtime.subscribe(SAM.email, tables=["realtime_sizes"])
+        conn.execute("insert into realtime_sizes values (1, 'fits', %s), (2, 'too large', %s)", [under, over])
+        fits, too_large = realtime.poll()[sam]
+    assert fits["errors"] is None and fits["record"] == {"id": 1, "note": "fits", "big": under}
+    assert too_large["errors"] == ["Error 413: Payload Too Large"]
+    assert too_large["record"] == {"id": 2, "note": "too large"}  # values of at most 64 bytes of JSON
+    assert [c["name"] for c in too_large["columns"]] == ["id", "note", "big"]
+
+
+def test_without_rls_a_change_is_delivered_without_looking_the_row_up(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("""
+        create table public.realtime_open (id int primary key, note text);
+        alter publication live_attendance_pub add table public.realtime_open;
+        grant select on public.realtime_open to authenticated;
+    """)
+    with Realtime(db_url) as realtime:
+        sam = realtime.subscribe(SAM.email, tables=["realtime_open"])
+        conn.execute("insert into realtime_open values (1, 'gone before the poll')")
+        conn.execute("delete from realtime_open")
+        events = realtime.poll()[sam]
+    # Supabase looks a row up only where RLS is enabled: the insert arrives though the row is gone.
+    assert [(e["type"], e.get("record", e.get("old_record"))) for e in events] == [
+        ("INSERT", {"id": 1, "note": "gone before the poll"}), ("DELETE", {"id": 1})]
 
 
 def test_type_and_origin_messages_are_read_past(conn: psycopg.Connection, db_url: str) -> None:
@@ -514,6 +566,7 @@ def test_listen_shows_the_teacher_a_check_in_and_the_outsider_nothing(
     assert slots(conn) == []  # --seconds ended both cleanly
     (event,) = seen[ADA.email]
     assert (event["type"], str(event["record"]["student_id"])) == ("INSERT", SAM.id)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["commit_timestamp"])
     assert seen[OLIVE.email] == []
     line = json.loads(render_event(event, "jsonl"))
     assert line["record"]["student_id"] == SAM.id and line["table"] == "attendance_records"

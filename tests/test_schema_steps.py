@@ -121,8 +121,8 @@ def test_both_publications_carry_six_tables_and_reapply_cleanly(conn: psycopg.Co
             where t.pubname = %s order by t.tablename
         """, [publication]).fetchall()
         assert published == [
-            ("attendance_records", "f"), ("attendance_status_changes", "d"), ("live_sessions", "f"),
-            ("session_analytics", "d"), ("session_status_changes", "d"), ("websocket_channels", "f"),
+            ("attendance_records", "d"), ("attendance_status_changes", "d"), ("live_sessions", "d"),
+            ("session_analytics", "d"), ("session_status_changes", "d"), ("websocket_channels", "d"),
         ], publication
 
 

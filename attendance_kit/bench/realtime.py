@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -24,7 +25,7 @@ import psycopg
 from ..connection import connect, supabase_claims
 from ..databases import scratch_database
 from ..demo import ADA, ENGINES_COURSE, ENGINES_GROUP
-from ..realtime import POLL_INTERVAL, Realtime
+from ..realtime import POLL_INTERVAL, Event, Realtime
 
 STUDENTS = 499
 PER_TRANSACTION = 10  # check-ins per writer transaction; with the analytics snapshot, 11 changes
@@ -102,7 +103,7 @@ def _run(url: str, claims: list[dict[str, Any]], rate: int, seconds: float, chec
             delivered = feed.poll()
             now = time.time()
             processed += feed.last_poll_changes
-            latencies += [now - event["commit_timestamp"].timestamp()
+            latencies += [now - _commit_time(event)
                           for events in delivered.values() for event in events]
             if not writer.is_alive() and time.monotonic() - started > 4 * seconds:
                 break  # far behind: report what was done
@@ -121,6 +122,11 @@ def _run(url: str, claims: list[dict[str, Any]], rate: int, seconds: float, chec
         # After the writer stopped, how long until every change was delivered; None: it never caught up.
         "caught_up_ms": round((finished - started - writer.elapsed) * 1000) if processed >= writer.changes else None,
     }
+
+
+def _commit_time(event: Event) -> float:
+    """The commit time of a delivered event, to the millisecond Supabase's format keeps."""
+    return datetime.strptime(event["commit_timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -1,8 +1,10 @@
 """Step 4, authorisation: the server-side function that asks RLS, for every subscriber in one call.
 
 Per poll, delivery calls one generated plpgsql function (in the session's pg_temp schema) that loops over the
-subscribers and, for each, sets its claims and role and runs one query over all the batch's rows it covers. For
-each table and role the query takes one of two forms, both deciding exactly what RLS decides:
+subscribers and, for each, sets its claims and role and runs one query over all the batch's rows it covers. As in
+Supabase Realtime, only INSERTs and UPDATEs of tables with RLS enabled are asked about, by the new row's primary
+key, when the poll runs (Supabase sends a DELETE without a check: see delivery.py). For each table and role the
+query takes one of two forms, both deciding exactly what RLS decides:
 
 - the generic form: the subscriber's own SELECT of those primary keys from the table, so the real policies
   filter the real rows;
@@ -14,9 +16,6 @@ each table and role the query takes one of two forms, both deciding exactly what
   it is exact: the feed's role bypasses RLS on the table (so it reads every row), and no applicable policy
   uses the whole row or a system column (which a row rebuilt from its values cannot reproduce). Elsewhere
   the generic form runs.
-
-The old rows of DELETEs and UPDATEs (REPLICA IDENTITY FULL) are judged by the policy form, on the old values: the
-only exact way to ask whether a subscriber could read a row that is gone.
 
 Here: `Authoriser`, which builds a function per table set and role set from the catalog's plans (catalog.py),
 caches it and drops it when the catalog changed; and the function's SQL (`function_sql`), its names stated once
@@ -35,7 +34,7 @@ from psycopg.abc import AdaptContext
 
 from .catalog import FINGERPRINT_SQL, Access, TablePlan, read_catalog
 
-TABLES_PER_CALL = 16  # PostgreSQL functions take at most 100 arguments: 3 + 5 per table
+TABLES_PER_CALL = 32  # PostgreSQL functions take at most 100 arguments: 3 + 3 per table
 
 
 @dataclass
@@ -85,12 +84,12 @@ class Authoriser:
 #
 # then per table, numbered t by its place in the plans (from 0), the variables of `_TableNames`. Within a query:
 # `_kit_x` is the table; `_kit_u` its keys, numbered (`_kit_c1`, `_kit_c2`, ... the key's columns, `_kit_n` the
-# number); `_kit_v` its old rows, numbered (`_kit_c1`, ... every column, `_kit_n`). The policy form names the rows
-# it judges as the table itself, because its policies name their columns so, numbered by unnest's `ordinality`.
+# number). The policy form names the rows it judges as the table itself, because its policies name their columns
+# so, numbered by unnest's `ordinality`.
 #
-# It returns (_kit_subscriber, _kit_kind, _kit_table, _kit_index): each key (kind 0) and old row (kind 1) of
-# table _kit_table the subscriber may read, numbered from 1 as in their arguments; or (-1, -1, -1, -1) alone when
-# the catalog is no longer the one the function was built from.
+# It returns (_kit_subscriber, _kit_table, _kit_index): each key of table _kit_table the subscriber may read,
+# numbered from 1 as in the arguments; or (-1, -1, -1) alone when the catalog is no longer the one the function
+# was built from.
 
 
 class _TableNames:
@@ -102,14 +101,11 @@ class _TableNames:
         self.keys = f"_kit_k{t}"  # the new rows' primary keys (1-D; for a key of several columns 2-D, a key a row)
         self.group_keys = f"_kit_g{t}"  # [group]: the keys it covers, NULL-padded (one-column keys; else empty)
         self.key_mask = f"_kit_m{t}"  # [group][key number]: the group covers that key
-        self.olds = f"_kit_o{t}"  # the old rows to judge, a row of column texts each
-        self.old_mask = f"_kit_h{t}"  # [group][old row number]: the group covers that old row
         # Declared, computed once per call rather than once per subscriber:
         self.typed_keys = f"_kit_kt{t}"  # the keys in the key column's type (one-column keys), to number a match
         self.typed_group_keys = f"_kit_gt{t}"  # each group's keys in that type (one-column keys)
         self.current = f"_kit_cur{t}"  # the current rows the feed read, as the table's row type (policy form)
         self.current_numbers = f"_kit_curn{t}"  # each current row's key number
-        self.old_rows = f"_kit_old{t}"  # the old rows rebuilt as the table's row type
 
     def key_column(self, j: int) -> str:
         """Declared for a key of several columns: its column j (from 1), typed."""
@@ -117,19 +113,18 @@ class _TableNames:
 
 
 def _arguments(tables: int) -> list[tuple[str, str]]:
-    """The function's arguments, name and SQL type: the subscribers' three, then five per table."""
+    """The function's arguments, name and SQL type: the subscribers' three, then three per table."""
     arguments = [("_kit_claims", "text[]"), ("_kit_roles", "text[]"), ("_kit_groups", "int[]")]
     for t in range(tables):
         names = _TableNames(t)
-        arguments += [(names.keys, "text[]"), (names.group_keys, "text[]"), (names.key_mask, "bool[]"),
-                      (names.olds, "text[]"), (names.old_mask, "bool[]")]
+        arguments += [(names.keys, "text[]"), (names.group_keys, "text[]"), (names.key_mask, "bool[]")]
     return arguments
 
 
 def function_sql(context: AdaptContext | None, name: str, plans: list[TablePlan], roles: Sequence[str],
                  fingerprint: str, oids: Sequence[int]) -> str:
     """`create function` of a plpgsql function authorising one poll for every subscriber: one query each, as that
-    subscriber. Keys and rows are cast, read or rebuilt once per call, not once per subscriber.
+    subscriber. Keys are cast and rows read once per call, not once per subscriber.
 
     `context` (the connection) quotes names and literals. The body is dollar-quoted with the function's name as
     its tag: random, so no policy's text holds it.
@@ -137,7 +132,7 @@ def function_sql(context: AdaptContext | None, name: str, plans: list[TablePlan]
     arguments = ", ".join(f"{argument} {sql_type}" for argument, sql_type in _arguments(len(plans)))
     tag = f"${name}$"
     return (f"create function pg_temp.{sql.Identifier(name).as_string(context)}({arguments}) "
-            "returns table (_kit_subscriber int, _kit_kind int, _kit_table int, _kit_index int) "
+            "returns table (_kit_subscriber int, _kit_table int, _kit_index int) "
             # Generic plans: planning anew for every subscriber and poll (the arrays change) costs more than
             # running the query.
             # The generated SQL names everything with its schema, so it keeps the session's search_path, under
@@ -152,8 +147,9 @@ def _body(context: AdaptContext | None, plans: list[TablePlan], roles: Sequence[
     declarations = ["_kit_i int;", "_kit_gi int;"]
     preparations: list[str] = []
     for t, plan in enumerate(plans):
-        declarations += _declarations(context, t, plan)
-        preparations += _preparations(context, t, plan)
+        if _checked(plan):
+            declarations += _declarations(context, t, plan)
+            preparations += _preparations(context, t, plan)
     branches = [line for role in roles for line in _role_branch(context, role, plans)]
     tables = ", ".join(plan.qualified.as_string(context) for plan in plans)
     catalog = FINGERPRINT_SQL.format(oids="'{" + ",".join(map(str, oids)) + "}'::oid[]",
@@ -167,7 +163,7 @@ begin
     lock table {tables} in access share mode;
     if ({catalog})
        is distinct from {sql.Literal(fingerprint).as_string(context)} then
-        return query select -1, -1, -1, -1;  -- built for another catalog: rebuild
+        return query select -1, -1, -1;  -- built for another catalog: rebuild
         return;
     end if;
     perform pg_catalog.set_config('row_security', 'on', true);
@@ -199,18 +195,19 @@ def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list
     else:  # one typed array per key column
         declarations = [f"{names.key_column(j)} {types[column]}[] := {names.keys}[:][{j}:{j}];"
                         for j, column in enumerate(plan.key, 1)]
-    return declarations + [f"{names.current} {row_type}[];", f"{names.current_numbers} int[];",
-                           f"{names.old_rows} {row_type}[];"]
+    return declarations + [f"{names.current} {row_type}[];", f"{names.current_numbers} int[];"]
 
 
 def _preparations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
-    """Once per call, as the feed's role: read the current rows (policy form), rebuild the old rows."""
-    statements = []
-    if plan.feed_reads_all and any(a.key_select and a.predicate is not None for a in plan.access.values()):
-        statements.append(_read_current_rows(context, t, plan))
-    if any(a.predicate is not None for a in plan.access.values()):
-        statements.append(_rebuild_old_rows(context, t, plan))
-    return statements
+    """Once per call, as the feed's role: read the current rows (policy form)."""
+    if plan.feed_reads_all and any(a.predicate is not None for a in plan.access.values()):
+        return [_read_current_rows(context, t, plan)]
+    return []
+
+
+def _checked(plan: TablePlan) -> bool:
+    """Supabase asks RLS only where it is enabled; the kit only where it can look the rows up."""
+    return plan.row_security and plan.checkable
 
 
 def _read_current_rows(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
@@ -220,18 +217,6 @@ def _read_current_rows(context: AdaptContext | None, t: int, plan: TablePlan) ->
             f"pg_catalog.array_agg(_kit_u._kit_n::int order by _kit_u._kit_n) "
             f"into {names.current}, {names.current_numbers} from {source} "
             f"join {plan.qualified.as_string(context)} as _kit_x on {_key_matches(context, plan, columns)};")
-
-
-def _rebuild_old_rows(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
-    names = _TableNames(t)
-    columns = [f"_kit_c{j}" for j in range(1, len(plan.columns) + 1)]
-    values = ", ".join(f"(_kit_v.{column})::{sql_type}"
-                       for column, (_, sql_type) in zip(columns, plan.columns, strict=True))
-    arrays = ", ".join(f"pg_catalog.unnest({names.olds}[:][{j}:{j}])" for j in range(1, len(columns) + 1))
-    return (f"if pg_catalog.cardinality({names.olds}) > 0 then {names.old_rows} := array("
-            f"select row({values})::{plan.qualified.as_string(context)} "
-            f"from rows from ({arrays}) with ordinality as _kit_v ({', '.join(columns)}, _kit_n) "
-            f"order by _kit_v._kit_n); end if;")
 
 
 def _numbered_keys(t: int, plan: TablePlan) -> tuple[str, list[str]]:
@@ -262,15 +247,12 @@ def _role_branch(context: AdaptContext | None, role: str, plans: list[TablePlan]
 
 
 def _queries(context: AdaptContext | None, t: int, plan: TablePlan, access: Access) -> list[str]:
-    """A role's queries over one table: its new rows in the policy or the generic form, then its old rows."""
-    queries = []
-    if access.key_select and access.predicate is not None and plan.feed_reads_all:
-        queries.append(_policy_query(context, t, plan, access.predicate, old=False))
-    elif access.key_select:
-        queries.append(_generic_query(context, t, plan))
-    if access.predicate is not None:
-        queries.append(_policy_query(context, t, plan, access.predicate, old=True))
-    return queries
+    """A role's query over one table's new rows, in the policy or the generic form (none: nothing to check)."""
+    if not _checked(plan) or not access.key_select:
+        return []
+    if access.predicate is not None and plan.feed_reads_all:
+        return [_policy_query(context, t, plan, access.predicate)]
+    return [_generic_query(context, t, plan)]
 
 
 def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
@@ -278,21 +260,18 @@ def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str
     names, table = _TableNames(t), plan.qualified.as_string(context)
     if len(plan.key) == 1:
         key = f"_kit_x.{sql.Identifier(plan.key[0]).as_string(context)}"
-        return (f"select _kit_i, 0, {t}, pg_catalog.array_position({names.typed_keys}, {key}) "
+        return (f"select _kit_i, {t}, pg_catalog.array_position({names.typed_keys}, {key}) "
                 f"from {table} as _kit_x where {key} = any ({names.typed_group_keys}[_kit_gi:_kit_gi][:])")
     source, columns = _numbered_keys(t, plan)
-    return (f"select _kit_i, 0, {t}, _kit_u._kit_n::int from {source} "
+    return (f"select _kit_i, {t}, _kit_u._kit_n::int from {source} "
             f"where {names.key_mask}[_kit_gi][_kit_u._kit_n] "
             f"and exists (select from {table} as _kit_x where {_key_matches(context, plan, columns)})")
 
 
-def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predicate: str, *, old: bool) -> str:
-    """The table's SELECT policies on rows of its own row type, named as the table: the current rows the feed
-    read (kind 0, numbered by key) or the old rows (kind 1)."""
+def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predicate: str) -> str:
+    """The table's SELECT policies on the current rows the feed read, as rows of the table's own type named as
+    the table, numbered by key."""
     names, relation = _TableNames(t), sql.Identifier(plan.name).as_string(context)
-    if old:
-        kind, rows, number, mask = 1, names.old_rows, f"{relation}.ordinality::int", names.old_mask
-    else:
-        kind, rows, number, mask = 0, names.current, f"{names.current_numbers}[{relation}.ordinality]", names.key_mask
-    return (f"select _kit_i, {kind}, {t}, {number} from pg_catalog.unnest({rows}) with ordinality as {relation} "
-            f"where {mask}[_kit_gi][{number}] and ({predicate})")
+    number = f"{names.current_numbers}[{relation}.ordinality]"
+    return (f"select _kit_i, {t}, {number} from pg_catalog.unnest({names.current}) with ordinality as {relation} "
+            f"where {names.key_mask}[_kit_gi][{number}] and ({predicate})")

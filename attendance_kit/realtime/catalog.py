@@ -1,8 +1,9 @@
 """What the catalog says each subscriber's role may read of each table, for authorisation (authorisation.py).
 
-One `TablePlan` per table: its primary key, its columns and their types, whether the feed's own role reads every
-row, and per role an `Access`: which columns it may select, whether it may check rows at all and hear of a
-TRUNCATE, and its SELECT policies combined into one SQL predicate where the kit can evaluate them exactly. All
+One `TablePlan` per table: its primary key, its columns and their types, whether RLS is enabled on it, whether the
+feed's own role reads every row, and per role an `Access`: which columns it may select, whether it may select the
+primary key (so its rows can be checked), and its SELECT policies combined into one SQL predicate where the kit can
+evaluate them exactly. All
 of it is read in one transaction with the fingerprint of the catalog state it came from (`FINGERPRINT_SQL`),
 which the generated function checks again before it runs.
 """
@@ -24,7 +25,6 @@ class Access:
     """What one role may read of one table, from the catalog."""
 
     key_select: bool  # may SELECT the primary key (and use the schema): its rows can be checked
-    table_select: bool  # may SELECT the whole table: it hears of a TRUNCATE
     visible: tuple[str, ...]  # the columns it may SELECT, the only ones its events carry
     predicate: str | None  # the combined SELECT policies as SQL; None where that cannot be exact
 
@@ -36,6 +36,8 @@ class TablePlan:
     name: str
     key: tuple[str, ...]  # the primary key's columns
     columns: tuple[tuple[str, str], ...]  # every column: name, SQL type
+    row_security: bool  # RLS is enabled on the table: Supabase checks each INSERT and UPDATE as the subscriber
+    checkable: bool  # the generated function can look its rows up by key (see `_plans`)
     feed_reads_all: bool  # the feed's own role bypasses RLS here: it can read the rows for the policy form
     access: dict[str, Access]
 
@@ -80,6 +82,7 @@ select c.oid, n.nspname, c.relname,
     array(select pg_catalog.json_build_array(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))::text
           from pg_catalog.pg_attribute a
           where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped order by a.attnum),
+    c.relrowsecurity,
     pg_catalog.has_table_privilege(c.oid, 'SELECT') and not (c.relrowsecurity and not r.rolsuper
         and not r.rolbypassrls and not (pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
                                         and not c.relforcerowsecurity))
@@ -96,7 +99,6 @@ select c.oid, r.rolname,
     c.relrowsecurity and not r.rolsuper and not r.rolbypassrls
         and not (pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE') and not c.relforcerowsecurity),
     pg_catalog.has_schema_privilege(r.oid, c.relnamespace, 'USAGE'),
-    pg_catalog.has_table_privilege(r.oid, c.oid, 'SELECT'),
     array(select a.attname from pg_catalog.pg_attribute a
           where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
             and pg_catalog.has_column_privilege(r.oid, c.oid, a.attnum, 'SELECT') order by a.attnum)
@@ -118,7 +120,7 @@ where p.polrelid = any (%(oids)s) and r.rolname = any (%(roles)s) and p.polcmd i
 order by p.polrelid, r.rolname, p.polname
 """
 
-# A policy reading the whole row or a system column cannot be evaluated on a row rebuilt from its values.
+# A policy reading the whole row or a system column cannot be evaluated on a row held in an array (policy form).
 _WHOLE_ROW_OR_SYSTEM_COLUMN = re.compile(r":varattno (0|-)")
 
 
@@ -141,23 +143,24 @@ def _plans(tables: list[tuple], access: list[tuple], policies: list[tuple], role
         applicable[oid, role].append((permissive, expression, tree))
     rights = {(oid, role): rest for oid, role, *rest in access}
     plans = []
-    for oid, schema, name, key, columns, feed_reads_all in tables:
+    for oid, schema, name, key, columns, row_security, feed_reads_all in tables:
         columns = tuple(tuple(json.loads(column)) for column in columns)
         types = dict(columns)
         # The generated SQL's own names (_kit_*, and unnest's ordinality in the policy form) must not meet a
         # column's: in plpgsql a column would win (and names are case-insensitive). An array-typed primary key
         # cannot be looked up through an array of keys. Such a table's rows are checked for nobody: no events.
-        if any(types[column].endswith("]") for column in key) or any(
-                column.lower().startswith("_kit_") for column, _ in columns):
-            key = []
-        rebuildable = not any(column == "ordinality" for column, _ in columns)
+        checkable = bool(key) and not any(types[column].endswith("]") for column in key) and not any(
+            column.lower().startswith("_kit_") for column, _ in columns)
+        named_ordinality = any(column == "ordinality" for column, _ in columns)
         by_role = {}
         for role in roles:
-            rls, schema_usage, table_select, visible = rights[oid, role]
+            rls, schema_usage, visible = rights[oid, role]
             key_select = bool(key) and schema_usage and set(key) <= set(visible)
-            predicate = _predicate(rls, applicable[oid, role]) if key_select and rebuildable else None
-            by_role[role] = Access(key_select, schema_usage and table_select, tuple(visible), predicate)
-        plans.append(TablePlan(oid, schema, name, tuple(key), columns, feed_reads_all, by_role))
+            predicate = (_predicate(rls, applicable[oid, role])
+                         if checkable and key_select and not named_ordinality else None)
+            by_role[role] = Access(key_select, tuple(visible), predicate)
+        plans.append(TablePlan(oid, schema, name, tuple(key), columns, row_security, checkable, feed_reads_all,
+                               by_role))
     return plans
 
 

@@ -7,17 +7,14 @@ authorised (authorisation.py) and returns each subscriber's events.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-from .decoding import UNCHANGED_TOAST
 from .delivery import SUBSCRIBERS_PER_WORKER, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
-from .subscriptions import Event, Subscriber, new_subscriber
+from .subscriptions import Event, Subscriber, event_json, new_subscriber
 
 
 class Realtime:
@@ -44,7 +41,7 @@ class Realtime:
                   schema: str = "public") -> Subscriber:
         """Subscribe a user (UUID, email, 'anon' or 'service_role'), or explicit JWT `claims`.
 
-        `tables`: published tables (default: all of them); `event`: INSERT, UPDATE, DELETE, TRUNCATE or *;
+        `tables`: published tables (default: all of them); `event`: INSERT, UPDATE, DELETE or *;
         `filter`: Supabase's column filter, e.g. 'session_id=eq.<uuid>' (needs exactly one table).
         """
         subscriber = new_subscriber(self.conn, self.feed.publication, who, claims=claims, tables=tables,
@@ -113,20 +110,12 @@ def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Seq
 
 
 def render_event(event: Event, output_format: str = "jsonl") -> str:
-    """One line: the event as JSON ('jsonl'), or a short human line ('table')."""
+    """One line: the event as JSON, as Supabase Realtime sends its `data` ('jsonl'), or a short human line
+    ('table')."""
     if output_format == "jsonl":
-        return json.dumps(event, default=_json_default)
-    row = event["record"] or event["old_record"]
-    shown = " ".join(f"{k}={_json_default(v) if not isinstance(v, str) else v}" for k, v in row.items())
-    return (f"{event['commit_timestamp'].astimezone(timezone.utc):%H:%M:%S.%f}"[:-3]
-            + f"  {event['type']:<8}  {event['schema']}.{event['table']}  {shown}").rstrip()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if value is UNCHANGED_TOAST:
-        return "(unchanged TOAST value)"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=_json_default)
-    return str(value)
+        return event_json(event)
+    row = event.get("record") or event.get("old_record") or {}
+    shown = " ".join(f"{k}={v if isinstance(v, str) else event_json(v).strip(chr(34))}" for k, v in row.items())
+    moment = (event["commit_timestamp"] or "")[11:23]  # HH:MM:SS.mmm (none with an error)
+    errors = " ".join(event["errors"] or [])
+    return f"{moment:12}  {event['type']:<6}  {event['schema']}.{event['table']}  {shown}  {errors}".rstrip()

@@ -1,12 +1,24 @@
 """Step 5, delivery: per poll, which subscriber receives which change, and the event it receives.
 
+The rules are Supabase Realtime's (its `realtime.apply_rls`), so what the kit delivers is what production does:
+
+- An INSERT or UPDATE reaches a subscription whose filter matches the new row, if the subscriber may select the
+  row's primary key and, where the table has RLS enabled, can SELECT the row by that key when the poll runs
+  (authorisation.py). A role that may not select the key receives every such change of the table, filters
+  unapplied, as an error without values (`Error 401: Unauthorized`; a table without a key: `Error 400: ...`).
+- A DELETE is not checked against RLS. It reaches every subscription whose filter matches the old row as the
+  replica identity logged it: with the default identity that is the primary key alone, so a filter on any other
+  column never matches. Its `old_record` is the primary key alone where RLS is enabled.
+- A TRUNCATE reaches nobody.
+- An event carries the columns the subscriber's role may select; a change whose wal2json message would exceed
+  1 MB carries `Error 413: Payload Too Large` and only the values whose JSON takes at most 64 bytes.
+
 Subscribers with the same subscriptions cover the same rows, so a poll works in their groups. `_Poll` holds one
 poll's data: its changes and their values, the subscribers and their groups, and the events decided so far.
-Per table, `_TableRows` gathers what the poll asks the authorisation function (authorisation.py): the keys of new
-rows and the old rows, and which of them each group covers. `Delivery` runs the function on one or more
-connections ("lanes", each with its share of the subscribers, in parallel) and turns what it allowed into each
-subscriber's events, in commit order. TRUNCATE, and a DELETE whose old row the kit cannot judge, go by privilege
-alone: Supabase's behaviour.
+Per table, `_TableRows` gathers the keys of the new rows the poll asks the authorisation function about, and which
+of them each group covers. `Delivery` runs the function on one or more connections ("lanes", each with its share
+of the subscribers, in parallel) and turns what it allowed, and what needs no asking, into each subscriber's
+events, in commit order.
 
 When the catalog changed between building a function and running it (`_CatalogChanged`), the function is dropped
 and the poll's rows are authorised again by a new one.
@@ -14,10 +26,12 @@ and the poll's rows are authorised again by a new one.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -28,13 +42,19 @@ from .authorisation import TABLES_PER_CALL, Authoriser, Function
 from .catalog import Access, TablePlan
 from .decoding import UNCHANGED_TOAST, Change, Relation, as_text
 from .feed import ChangeFeed
-from .subscriptions import Event, Subscriber, Subscription
+from .subscriptions import EVENT_TYPES, Event, Subscriber, Subscription, event_json
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
 
 SUBSCRIBERS_PER_WORKER = 200  # below this, another connection costs more than it saves
+MAX_RECORD_BYTES = 1024 * 1024  # Supabase Realtime's poll_max_record_bytes
+MAX_VALUE_BYTES = 64  # what is left of an oversized change: the values whose JSON fits in this
 
-Allowed = tuple[int, int, int, int]  # (subscriber, kind, table, number), as the authorisation function returns
+NO_KEY = "Error 400: Bad Request, no primary key"
+UNAUTHORIZED = "Error 401: Unauthorized"
+TOO_LARGE = "Error 413: Payload Too Large"
+
+Allowed = tuple[int, int, int]  # (subscriber, table, key number), as the authorisation function returns
 Values = tuple[dict[str, Any], dict[str, Any]]  # a change's new and old row, as Python values
 
 
@@ -61,38 +81,42 @@ class _Poll:
         self.events: dict[int, dict[int, Event]] = defaultdict(dict)  # subscriber -> position -> event
 
     def table_rows(self, plans: list[TablePlan]) -> list[_TableRows]:
-        """Per table, the keys and old rows to authorise, and which of them each group covers."""
+        """Per table, the new rows' keys to authorise and which of them each group covers."""
         tables = [_TableRows(plan, len(self.groups)) for plan in plans]
         by_oid = {rows.plan.oid: rows for rows in tables}
         for position, change in enumerate(self.changes):
-            if change.relation.oid in by_oid:  # else the table is gone: nobody can be authorised for it
-                by_oid[change.relation.oid].add(position, change, self.values[position], self.groups)
+            rows = by_oid.get(change.relation.oid)  # None: the table is gone, nobody can be authorised for it
+            if rows is not None and change.type != "DELETE" and rows.plan.row_security:
+                rows.add(position, change, self.values[position][0], self.groups)
         return tables
 
-    def by_privilege(self, by_oid: dict[int, _TableRows]) -> list[list[int]]:
-        """Per group, the TRUNCATEs and DELETEs decided by privilege alone (Supabase's behaviour for DELETE).
-
-        A filter on a column the fallback does not send (anything but the primary key) is not applied, as in
-        Supabase: applying it would tell a subscriber something about a row it may not read.
-        """
-        result: list[list[int]] = [[] for _ in self.groups]
+    def unasked(self, group: int, role: str, by_oid: dict[int, _TableRows]) -> dict[int, str | None]:
+        """The changes of these tables the group receives without asking RLS, for a role: DELETEs its filters
+        match, changes of tables without RLS, and 400 and 401 errors. Position -> error."""
+        decided: dict[int, str | None] = {}
         for position, change in enumerate(self.changes):
-            if change.type not in ("DELETE", "TRUNCATE") or change.relation.oid not in by_oid:
+            rows = by_oid.get(change.relation.oid)
+            covering = [s for s in self.groups[group] if s.covers(change.relation, change.type)]
+            if rows is None or not covering:
                 continue
-            key = by_oid[change.relation.oid].plan.key
-            for g, subscriptions in enumerate(self.groups):
-                if any(s.covers(change.relation, change.type) and (
-                        change.type == "TRUNCATE" or s.filter is None or s.filter.column not in key
-                        or s.filter.matches(self.values[position][1])) for s in subscriptions):
-                    result[g].append(position)
-        return result
+            new, old = self.values[position]
+            if change.type == "DELETE":
+                if _any_matches(covering, old):
+                    decided[position] = None
+            elif not rows.plan.key:
+                decided[position] = NO_KEY
+            elif not rows.plan.access[role].key_select:
+                decided[position] = UNAUTHORIZED
+            elif not rows.plan.row_security and _any_matches(covering, new):
+                decided[position] = None
+        return decided
 
     def delivered(self) -> dict[Subscriber, list[Event]]:
         return {self.subscribers[s]: [events[p] for p in sorted(events)] for s, events in sorted(self.events.items())}
 
 
 class _TableRows:
-    """One table's part of a poll: the keys and old rows to authorise, which of them each group covers, and the
+    """One table's part of a poll: the new rows' keys to authorise, which of them each group covers, and the
     changes they came from. `arguments` hands them to the function (see authorisation's `_TableNames`)."""
 
     def __init__(self, plan: TablePlan, groups: int) -> None:
@@ -100,31 +124,20 @@ class _TableRows:
         self.keys: dict[tuple[str | None, ...], int] = {}  # the new rows' keys as text -> number (from 1)
         # [group]: key number -> the positions of the changes with that key which the group covers
         self.key_positions: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(groups)]
-        self.olds: list[list[str | None]] = []  # old rows as text, in the table's column order
-        self.old_positions: list[int] = []  # the change of each old row
-        self.old_covered: list[set[int]] = [set() for _ in range(groups)]  # [group]: old-row numbers
-        self.rebuildable: set[int] = set()  # positions whose whole old row pgoutput sent
-        self._old_numbers: dict[int, int] = {}  # position -> old-row number
 
-    def add(self, position: int, change: Change, values: Values, groups: list[tuple[Subscription, ...]]) -> None:
-        key, old_row = self._key(change), self._old_row(change)
-        if old_row is not None:
-            self.rebuildable.add(position)
-        new, old = values
+    def add(self, position: int, change: Change, new: dict[str, Any], groups: list[tuple[Subscription, ...]]
+            ) -> None:
+        key = self._key(change)
+        if key is None:
+            return
         for g, subscriptions in enumerate(groups):
-            covering = [s for s in subscriptions if s.covers(change.relation, change.type)]
-            if not covering:
-                continue
-            if change.type in ("INSERT", "UPDATE") and key is not None and _any_matches(covering, new):
-                self._cover_key(g, key, position)
-                if old_row is not None:
-                    self._cover_old(g, old_row, position)
-            elif change.type == "DELETE" and old_row is not None and _any_matches(covering, old):
-                self._cover_old(g, old_row, position)
+            if _any_matches([s for s in subscriptions if s.covers(change.relation, change.type)], new):
+                number = self.keys.setdefault(key, len(self.keys) + 1)
+                self.key_positions[g][number].append(position)
 
     def _key(self, change: Change) -> tuple[str | None, ...] | None:
         """The new row's primary key as text, or None when it cannot be looked up."""
-        if not self.plan.key or change.new is None:
+        if not self.plan.checkable or change.new is None:
             return None
         row = dict(zip(change.relation.column_names, change.new, strict=True))
         if any(column not in row or row[column] is None or row[column] is UNCHANGED_TOAST
@@ -132,30 +145,9 @@ class _TableRows:
             return None
         return tuple(as_text(row[column]) for column in self.plan.key)
 
-    def _old_row(self, change: Change) -> list[str | None] | None:
-        """The old row as text in the table's column order, if pgoutput sent all of it (REPLICA IDENTITY FULL)."""
-        if change.old is None or not change.old_is_full:
-            return None
-        row = dict(zip(change.relation.column_names, change.old, strict=True))
-        if any(name not in row or row[name] is UNCHANGED_TOAST for name, _ in self.plan.columns):
-            return None
-        return [as_text(row[name]) for name, _ in self.plan.columns]
-
-    def _cover_key(self, group: int, key: tuple[str | None, ...], position: int) -> None:
-        number = self.keys.setdefault(key, len(self.keys) + 1)
-        self.key_positions[group][number].append(position)
-
-    def _cover_old(self, group: int, row: list[str | None], position: int) -> None:
-        if position not in self._old_numbers:
-            self.olds.append(row)
-            self.old_positions.append(position)
-            self._old_numbers[position] = len(self.olds)
-        self.old_covered[group].add(self._old_numbers[position])
-
     def arguments(self) -> list[Any]:
         """The keys (1-D for a one-column key, else 2-D), each group's keys (one-column key, NULL padded to a
-        rectangle, as PostgreSQL has no ragged arrays), a mask of them per group, the old rows and a mask of them
-        per group."""
+        rectangle, as PostgreSQL has no ragged arrays), and a mask of them per group."""
         keys = list(self.keys)
         if len(self.plan.key) == 1:
             per_group = [[keys[i - 1][0] for i in covered] for covered in self.key_positions]
@@ -164,10 +156,11 @@ class _TableRows:
                                     [row + [None] * (width - len(row)) for row in per_group] if width else []]
         else:
             arguments = [[list(key) for key in keys], []]
-        return arguments + [_mask(self.key_positions, len(keys)), self.olds, _mask(self.old_covered, len(self.olds))]
+        return [*arguments, _mask(self.key_positions, len(keys))]
 
 
 def _any_matches(subscriptions: list[Subscription], row: dict[str, Any]) -> bool:
+    """A filter matches only a row that has its column: a DELETE's old row holds just the replica identity."""
     return any(s.filter is None or s.filter.matches(row) for s in subscriptions)
 
 
@@ -191,6 +184,7 @@ class Delivery:
 
     def deliver(self, changes: list[Change], subscribers: list[Subscriber]) -> dict[Subscriber, list[Event]]:
         """Each subscriber's events of these changes, in commit order."""
+        changes = [change for change in changes if change.type in EVENT_TYPES]  # no TRUNCATE, as in Supabase
         poll = _Poll(changes, [self.feed.values(change) for change in changes], subscribers)
         lanes = self._lanes_for(len(poll.subscribers))
         for first in range(0, len(poll.oids), TABLES_PER_CALL):
@@ -241,50 +235,59 @@ class Delivery:
         finally:
             wait(futures)  # no lane is still in its transaction when its connection is used again
         allowed += [row for future in futures for row in future.result()]
-        if any(s < 0 for s, _, _, _ in allowed):  # a function's answer (-1, -1, -1, -1): not its catalog
+        if any(s < 0 for s, _, _ in allowed):  # a function's answer (-1, -1, -1): not its catalog
             raise _CatalogChanged
         return allowed
 
     def _assemble(self, poll: _Poll, tables: list[_TableRows], allowed: list[Allowed]) -> None:
-        """Add to the poll each subscriber's events of these tables, from what the function allowed."""
-        rows_seen: dict[int, set[int]] = defaultdict(set)  # subscriber -> positions whose current row it reads
-        olds_seen: dict[int, set[int]] = defaultdict(set)  # subscriber -> positions whose old row it reads
-        for s, kind, t, n in allowed:
-            if kind == 0:
-                rows_seen[s].update(tables[t].key_positions[poll.member_group[s]][n])
-            else:
-                olds_seen[s].add(tables[t].old_positions[n - 1])
+        """Add to the poll each subscriber's events of these tables: what the function allowed (position -> no
+        error), and what needs no asking."""
+        decided: dict[int, dict[int, str | None]] = defaultdict(dict)  # subscriber -> position -> error
+        for s, t, n in allowed:
+            decided[s].update(dict.fromkeys(tables[t].key_positions[poll.member_group[s]][n]))
         by_oid = {rows.plan.oid: rows for rows in tables}
-        by_privilege = poll.by_privilege(by_oid)
+        unasked: dict[tuple[int, str], dict[int, str | None]] = {}  # per group and role
         for s, subscriber in enumerate(poll.subscribers):
-            positions = rows_seen[s] | {p for p in olds_seen[s] if poll.changes[p].type == "DELETE"}
-            for position in by_privilege[poll.member_group[s]]:
-                rows = by_oid[poll.changes[position].relation.oid]
-                if _privilege_allows(poll.changes[position], rows, rows.plan.access[subscriber.role], position):
-                    positions.add(position)
-            for position in positions:
+            group_role = (poll.member_group[s], subscriber.role)
+            if group_role not in unasked:
+                unasked[group_role] = poll.unasked(*group_role, by_oid)
+            for position, error in (decided[s] | unasked[group_role]).items():
                 change = poll.changes[position]
                 plan = by_oid[change.relation.oid].plan
                 poll.events[s][position] = self._event(change, poll.values[position], plan,
-                                                       plan.access[subscriber.role], full_old=position in olds_seen[s])
+                                                       plan.access[subscriber.role], error)
 
-    def _event(self, change: Change, values: Values, plan: TablePlan, access: Access, *, full_old: bool) -> Event:
+    def _event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None) -> Event:
+        """The change as this role receives it: Supabase's payload, or its error without values."""
         relation, (new, old) = change.relation, values
-        visible = set(access.visible)
-        if change.type == "TRUNCATE":
-            record, old_record, columns = {}, {}, []
-        else:
-            record = {k: v for k, v in new.items() if k in visible}
-            if full_old:
-                old_record = {k: v for k, v in old.items() if k in visible}
-            elif change.type == "INSERT":
-                old_record = {}
-            else:  # the primary key only, from the old row or (unchanged key) the new one
-                old_record = {k: old.get(k, new.get(k)) for k in plan.key if k in visible}
-            columns = [dict(column) for column in self._columns(relation, access.visible)]
-        return Event(schema=relation.schema, table=relation.name, type=change.type,
-                     commit_timestamp=change.commit_timestamp, record=record, old_record=old_record,
-                     columns=columns)
+        event = Event(schema=relation.schema, table=relation.name, type=change.type, commit_timestamp=None,
+                      columns=[], errors=[error] if error else None)
+        if error is None:
+            event["commit_timestamp"] = _timestamp_text(change.commit_timestamp)
+            event["columns"] = [dict(column) for column in self._columns(relation, access.visible)]
+        if change.type != "DELETE":
+            event["record"] = {}
+        if change.type != "INSERT":
+            event["old_record"] = {}
+        if error is not None:
+            return event
+        oversized = _oversized(change, plan)
+        if oversized:
+            event["errors"] = [TOO_LARGE]
+
+        def shown(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+            return {name: value for name, value in row.items() if name in columns and value is not UNCHANGED_TOAST
+                    and not (oversized and len(event_json(value).encode()) > MAX_VALUE_BYTES)}
+
+        if change.type != "DELETE":
+            event["record"] = shown(new, access.visible)
+        if change.type == "UPDATE":  # the replica identity: the old row's, or the key the new row keeps
+            identity = old or {c.name: new.get(c.name) for c in relation.columns if c.in_identity}
+            event["old_record"] = shown(identity, access.visible)
+        elif change.type == "DELETE":
+            keys_only = [column for column in access.visible if column in plan.key]
+            event["old_record"] = shown(old, keys_only if plan.row_security else access.visible)
+        return event
 
     def _columns(self, relation: Relation, visible: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], ...]:
         """The `columns` of an event: name and type of each column the subscriber may select (cached)."""
@@ -302,12 +305,21 @@ class Delivery:
             lane.conn.close()
 
 
-def _privilege_allows(change: Change, rows: _TableRows, access: Access, position: int) -> bool:
-    """A TRUNCATE reaches whoever may select the table; a DELETE whose old row the function could not judge for
-    this role, whoever may select its key."""
-    if change.type == "TRUNCATE":
-        return access.table_select
-    return access.key_select and (access.predicate is None or position not in rows.rebuildable)
+def _timestamp_text(moment: datetime) -> str:
+    """Supabase's commit_timestamp: UTC, milliseconds, `Z`."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _oversized(change: Change, plan: TablePlan) -> bool:
+    """Whether the change's wal2json message (what Supabase measures against `MAX_RECORD_BYTES`) is too large:
+    its values' JSON strings plus, per column, its name, type and keys."""
+    raw = [value for row in (change.new, change.old) if row for value in row if isinstance(value, bytes)]
+    per_column = 60 + max((len(name) + len(sql_type) for name, sql_type in plan.columns), default=0)
+    overhead = 200 + 3 * per_column * len(plan.columns)  # columns, identity and pk
+    if 6 * sum(map(len, raw)) + overhead <= MAX_RECORD_BYTES:  # JSON escaping at most sextuples a byte
+        return False
+    return sum(len(json.dumps(value.decode(), ensure_ascii=False).encode()) for value in raw) + overhead > (
+        MAX_RECORD_BYTES)
 
 
 def _call(lane: Authoriser, function: Function, share: list[int], arguments: list[Any], poll: _Poll
@@ -322,7 +334,7 @@ def _call(lane: Authoriser, function: Function, share: list[int], arguments: lis
         groups = [poll.member_group[i] + 1 for i in indexes]
         with lane.conn.transaction():
             rows = lane.conn.execute(call, [claims, roles, groups, *arguments]).fetchall()
-        return [(indexes[s - 1] if s > 0 else s, kind, t, n) for s, kind, t, n in rows]
+        return [(indexes[s - 1] if s > 0 else s, t, n) for s, t, n in rows]
 
     try:
         return run(share)

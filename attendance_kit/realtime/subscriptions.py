@@ -1,12 +1,14 @@
 """Step 3, subscriptions: who listens to what, and the `Event` each of them receives.
 
-Like Supabase's: a table (or every published one), an event (`INSERT`, `UPDATE`, `DELETE`, `TRUNCATE` or `*`) and
-an optional column filter in Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`,
-`in.(a,b)`). `new_subscriber` checks all of it against the database when a subscriber asks, so a bad table,
-event or filter fails at once (a bad filter value with PostgreSQL's own message), never mid-stream.
+Like Supabase's: a table (or every published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`; Supabase
+Realtime never delivers a TRUNCATE) and an optional column filter in Supabase's syntax (`session_id=eq.<uuid>`;
+also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). `new_subscriber` checks all of it against the database when a
+subscriber asks, so a bad table, event or filter fails at once (a bad filter value with PostgreSQL's own
+message), never mid-stream.
 
 `Event` lives here rather than with the feed: the feed produces `Change`s and knows nothing of subscribers, while
-an event is a change as one subscriber receives it (only the columns it may select). Delivery builds them.
+an event is a change as one subscriber receives it (only the columns it may select). Delivery builds them;
+`event_json` writes one as Supabase Realtime's `data` of a `postgres_changes` frame.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
+from decimal import Decimal
 from functools import cached_property
 from typing import Any, TypedDict
 
@@ -28,19 +31,47 @@ from ..connection import API_ROLES, resolve_user
 from ..errors import KitError
 from .decoding import Relation
 
-EVENT_TYPES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+EVENT_TYPES = ("INSERT", "UPDATE", "DELETE")
 
 
-class Event(TypedDict):
-    """One change as a subscriber receives it; the keys of Supabase Realtime's payload."""
-
+class _EventKeys(TypedDict):
     schema: str
     table: str
-    type: str  # INSERT, UPDATE, DELETE or TRUNCATE
-    commit_timestamp: datetime
-    record: dict[str, Any]  # the new row (INSERT, UPDATE)
-    old_record: dict[str, Any]  # the old row, or its primary key (UPDATE, DELETE)
-    columns: list[dict[str, str]]  # [{"name": ..., "type": ...}] of the columns the subscriber may select
+    type: str  # INSERT, UPDATE or DELETE
+    commit_timestamp: str | None  # UTC, milliseconds: 2026-11-25T10:00:00.123Z (None with a 400 or 401 error)
+    columns: list[dict[str, str]]  # [{"name": ..., "type": pg_type.typname}] of the columns it may select
+    errors: list[str] | None  # e.g. ["Error 413: Payload Too Large"]
+
+
+class Event(_EventKeys, total=False):
+    """One change as a subscriber receives it: the `data` of Supabase Realtime's `postgres_changes` payload.
+
+    `record`, the new row, only with INSERT and UPDATE; `old_record`, what the replica identity logged of the old
+    row (the primary key by default; of a DELETE under RLS, the primary key alone), only with UPDATE and DELETE.
+    Values are Python values, as a SELECT returns them; `event_json` writes them as Supabase does.
+    """
+
+    record: dict[str, Any]
+    old_record: dict[str, Any]
+
+
+def event_json(event: Event | dict[str, Any]) -> str:
+    """The event (or any of its values) as JSON, values written as PostgreSQL's `to_jsonb` writes them."""
+    return json.dumps(event, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, time)):
+        text = value.isoformat()
+        if value.microsecond:  # PostgreSQL trims the fraction's trailing zeros
+            head, _, rest = text.partition(".")
+            text = f"{head}.{rest[:6].rstrip('0')}{rest[6:]}"
+        return text
+    if isinstance(value, Decimal):  # a JSON number, as to_jsonb writes numeric (exact to 15 digits)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)  # UUID, date, time, timedelta, ...
 
 
 _FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$", re.S)
@@ -134,6 +165,8 @@ def _events(event: str) -> frozenset[str]:
     event = event.upper()
     if event == "*":
         return frozenset(EVENT_TYPES)
+    if event == "TRUNCATE":
+        raise KitError("Supabase Realtime never delivers TRUNCATE: subscribe to INSERT, UPDATE, DELETE or *")
     if event not in EVENT_TYPES:
         raise KitError(f"unknown event {event!r}: use one of {', '.join(EVENT_TYPES)} or *")
     return frozenset([event])

@@ -1,4 +1,4 @@
-create function pg_temp."kit_realtime_golden"(_kit_claims text[], _kit_roles text[], _kit_groups int[], _kit_k0 text[], _kit_g0 text[], _kit_m0 bool[], _kit_o0 text[], _kit_h0 bool[], _kit_k1 text[], _kit_g1 text[], _kit_m1 bool[], _kit_o1 text[], _kit_h1 bool[]) returns table (_kit_subscriber int, _kit_kind int, _kit_table int, _kit_index int) language plpgsql set plan_cache_mode = force_generic_plan as $kit_realtime_golden$
+create function pg_temp."kit_realtime_golden"(_kit_claims text[], _kit_roles text[], _kit_groups int[], _kit_k0 text[], _kit_g0 text[], _kit_m0 bool[], _kit_k1 text[], _kit_g1 text[], _kit_m1 bool[], _kit_k2 text[], _kit_g2 text[], _kit_m2 bool[]) returns table (_kit_subscriber int, _kit_table int, _kit_index int) language plpgsql set plan_cache_mode = force_generic_plan as $kit_realtime_golden$
 #variable_conflict use_column
 declare
     _kit_i int;
@@ -7,29 +7,27 @@ declare
     _kit_gt0 uuid[] := _kit_g0;
     _kit_cur0 "public"."attendance_records"[];
     _kit_curn0 int[];
-    _kit_old0 "public"."attendance_records"[];
     _kit_k1_1 integer[] := _kit_k1[:][1:1];
     _kit_k1_2 text[] := _kit_k1[:][2:2];
     _kit_cur1 "public"."realtime_pairs"[];
     _kit_curn1 int[];
-    _kit_old1 "public"."realtime_pairs"[];
 begin
     -- The tables stay locked (as a SELECT would lock them) so policies cannot change under the check below.
-    lock table "public"."attendance_records", "public"."realtime_pairs" in access share mode;
+    lock table "public"."attendance_records", "public"."realtime_pairs", "public"."realtime_open" in access share mode;
     if (
 select pg_catalog.md5(pg_catalog.concat_ws('|',
     (select pg_catalog.string_agg(row(c.oid, c.relname, n.nspname, n.nspacl, c.relrowsecurity,
          c.relforcerowsecurity, c.relowner, c.relacl)::text, ';' order by c.oid)
      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-     where c.oid = any ('{16524,16601}'::oid[])),
+     where c.oid = any ('{16524,16601,16700}'::oid[])),
     (select pg_catalog.string_agg(row(a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attcollation,
          a.attisdropped, a.attacl)::text, ';' order by a.attrelid, a.attnum)
-     from pg_catalog.pg_attribute a where a.attrelid = any ('{16524,16601}'::oid[]) and a.attnum > 0),
+     from pg_catalog.pg_attribute a where a.attrelid = any ('{16524,16601,16700}'::oid[]) and a.attnum > 0),
     (select pg_catalog.string_agg(row(i.indrelid, i.indexrelid, i.indkey)::text, ';' order by i.indexrelid)
-     from pg_catalog.pg_index i where i.indrelid = any ('{16524,16601}'::oid[]) and i.indisprimary),
+     from pg_catalog.pg_index i where i.indrelid = any ('{16524,16601,16700}'::oid[]) and i.indisprimary),
     (select pg_catalog.string_agg(row(p.oid, p.polrelid, p.polname, p.polcmd, p.polpermissive, p.polroles,
          p.polqual)::text, ';' order by p.oid)
-     from pg_catalog.pg_policy p where p.polrelid = any ('{16524,16601}'::oid[])),
+     from pg_catalog.pg_policy p where p.polrelid = any ('{16524,16601,16700}'::oid[])),
     (select pg_catalog.string_agg(row(r.rolname, r.rolsuper, r.rolbypassrls, array(
          select m.oid from pg_catalog.pg_roles m where pg_catalog.pg_has_role(r.oid, m.oid, 'USAGE')
          order by m.oid))::text, ';' order by r.rolname)
@@ -37,13 +35,11 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
 ))
 )
        is distinct from '0123456789abcdef0123456789abcdef' then
-        return query select -1, -1, -1, -1;  -- built for another catalog: rebuild
+        return query select -1, -1, -1;  -- built for another catalog: rebuild
         return;
     end if;
     perform pg_catalog.set_config('row_security', 'on', true);
     select pg_catalog.array_agg(_kit_x order by _kit_u._kit_n), pg_catalog.array_agg(_kit_u._kit_n::int order by _kit_u._kit_n) into _kit_cur0, _kit_curn0 from pg_catalog.unnest(_kit_kt0) with ordinality as _kit_u (_kit_c1, _kit_n) join "public"."attendance_records" as _kit_x on _kit_x."id" = _kit_u._kit_c1;
-    if pg_catalog.cardinality(_kit_o0) > 0 then _kit_old0 := array(select row((_kit_v._kit_c1)::uuid, (_kit_v._kit_c2)::uuid, (_kit_v._kit_c3)::uuid, (_kit_v._kit_c4)::boolean, (_kit_v._kit_c5)::timestamp with time zone)::"public"."attendance_records" from rows from (pg_catalog.unnest(_kit_o0[:][1:1]), pg_catalog.unnest(_kit_o0[:][2:2]), pg_catalog.unnest(_kit_o0[:][3:3]), pg_catalog.unnest(_kit_o0[:][4:4]), pg_catalog.unnest(_kit_o0[:][5:5])) with ordinality as _kit_v (_kit_c1, _kit_c2, _kit_c3, _kit_c4, _kit_c5, _kit_n) order by _kit_v._kit_n); end if;
-    if pg_catalog.cardinality(_kit_o1) > 0 then _kit_old1 := array(select row((_kit_v._kit_c1)::integer, (_kit_v._kit_c2)::text, (_kit_v._kit_c3)::text)::"public"."realtime_pairs" from rows from (pg_catalog.unnest(_kit_o1[:][1:1]), pg_catalog.unnest(_kit_o1[:][2:2]), pg_catalog.unnest(_kit_o1[:][3:3])) with ordinality as _kit_v (_kit_c1, _kit_c2, _kit_c3, _kit_n) order by _kit_v._kit_n); end if;
     for _kit_i in 1 .. coalesce(pg_catalog.array_length(_kit_claims, 1), 0) loop
         _kit_gi := _kit_groups[_kit_i];
         -- What as_user and Supabase's API do: the JWT's claims, then SET LOCAL ROLE.
@@ -51,14 +47,12 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
                 pg_catalog.set_config('role', _kit_roles[_kit_i], true);
         if _kit_roles[_kit_i] = 'anon' then null; end if;
         if _kit_roles[_kit_i] = 'authenticated' then
-            return query select _kit_i, 0, 0, _kit_curn0["attendance_records".ordinality] from pg_catalog.unnest(_kit_cur0) with ordinality as "attendance_records" where _kit_m0[_kit_gi][_kit_curn0["attendance_records".ordinality]] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
-                union all select _kit_i, 1, 0, "attendance_records".ordinality::int from pg_catalog.unnest(_kit_old0) with ordinality as "attendance_records" where _kit_h0[_kit_gi]["attendance_records".ordinality::int] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
-                union all select _kit_i, 0, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2)
-                union all select _kit_i, 1, 1, "realtime_pairs".ordinality::int from pg_catalog.unnest(_kit_old1) with ordinality as "realtime_pairs" where _kit_h1[_kit_gi]["realtime_pairs".ordinality::int] and ((((a > 0))));
+            return query select _kit_i, 0, _kit_curn0["attendance_records".ordinality] from pg_catalog.unnest(_kit_cur0) with ordinality as "attendance_records" where _kit_m0[_kit_gi][_kit_curn0["attendance_records".ordinality]] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
+                union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
         end if;
         if _kit_roles[_kit_i] = 'service_role' then
-            return query select _kit_i, 0, 0, pg_catalog.array_position(_kit_kt0, _kit_x."id") from "public"."attendance_records" as _kit_x where _kit_x."id" = any (_kit_gt0[_kit_gi:_kit_gi][:])
-                union all select _kit_i, 0, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
+            return query select _kit_i, 0, pg_catalog.array_position(_kit_kt0, _kit_x."id") from "public"."attendance_records" as _kit_x where _kit_x."id" = any (_kit_gt0[_kit_gi:_kit_gi][:])
+                union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
         end if;
     end loop;
     perform pg_catalog.set_config('role', 'none', true), pg_catalog.set_config('request.jwt.claims', '', true);
