@@ -14,28 +14,27 @@ A change travels through five steps, each a module of this package (`Realtime`, 
    arrive as text and become Python values through psycopg's own loaders, as if they had been selected (in the
    feed, which has the connection).
 3. **Subscriptions** (subscriptions.py, through `Realtime.subscribe`). Like Supabase's: a table (or every
-   published one), an event (`INSERT`, `UPDATE`, `DELETE`, `TRUNCATE` or `*`) and an optional column filter in
+   published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`) and an optional column filter in
    Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). The `Event` a
    subscriber receives is defined there too.
 4. **Authorisation** (authorisation.py, from what catalog.py reads), Supabase's rule: a subscriber receives an
-   INSERT or UPDATE only if, when it is delivered, it can SELECT that row under RLS. Per poll the kit runs ONE
-   query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its claims in
-   `request.jwt.claims`, its role set locally, exactly as `as_user` and Supabase's API do). All subscribers'
-   queries run in one server-side loop (a function in the session's `pg_temp` schema, generated from the
-   catalog), so a poll costs one round trip, not one per subscriber. How the query stays exactly equivalent to
-   RLS: see authorisation.py.
+   INSERT or UPDATE of a table with RLS only if, when it is delivered, it can SELECT that row. Per poll the kit
+   runs ONE query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its
+   claims in `request.jwt.claims`, its role set locally, exactly as `as_user` and Supabase's API do). All
+   subscribers' queries run in one server-side loop (a function in the session's `pg_temp` schema, generated
+   from the catalog), so a poll costs one round trip, not one per subscriber. How the query stays exactly
+   equivalent to RLS: see authorisation.py.
 5. **Delivery** (delivery.py). Per poll: which rows each subscriber's subscriptions cover, the function run for
-   them (with many subscribers split across a few connections that run in parallel), and the events it allows,
-   in commit order.
+   them (with many subscribers split across a few connections that run in parallel), and the events, in commit
+   order, built as Supabase Realtime builds them.
 
-DELETE (and the old values of an UPDATE). Supabase sends a deleted row's primary key, unfiltered, to every
-subscriber of the table when RLS is on. The kit does better where it can do so exactly: when the table logs whole
-old rows (REPLICA IDENTITY FULL), it evaluates the table's own SELECT policies, combined as PostgreSQL combines
-them for that role, on the old row as that subscriber. The subscriber receives the DELETE with the old row only if
-it could read that row were it still there; the others receive nothing. Where the kit cannot prove the evaluation
-exact (no full old row, a policy using whole-row or system columns) it falls back to Supabase's behaviour: the
-primary key alone, to every subscriber of the table that may select it. An UPDATE's old values follow the same
-rule; otherwise its `old_record` holds only the primary key.
+What reaches whom follows Supabase Realtime's delivery SQL (`realtime.apply_rls`), and a side-by-side run of the
+two on the same changes gives the same deliveries: a DELETE is not checked against RLS and reaches every
+subscription whose filter matches the logged old row (with the default replica identity, only the primary key:
+a filter on another column never matches a delete); under RLS its `old_record` is the primary key alone. An
+UPDATE's `old_record` is what the replica identity logged. TRUNCATE is never delivered. A role that may not
+select the primary key receives `Error 401: Unauthorized` events without values; a change over 1 MB carries
+`Error 413: Payload Too Large` and only its short values.
 """
 
 from .authorisation import TABLES_PER_CALL
