@@ -7,6 +7,8 @@
 - `supabase/tests/database/access_contract.test.sql`: pgTAP generated from sql/access_contract.yaml: the same
   cells `attendance-kit verify` tries, each an assertion with a message, run as its persona the way Supabase's API
   runs a request (its claims in `request.jwt.claims`, `SET LOCAL ROLE`), each attempt rolled back.
+- `supabase/config.toml`, only where the project has none: the CLI needs one (`supabase start`, `link`, `test db`)
+  and fills in its defaults; a project's own is never touched.
 
 A file whose text is already there is left untouched.
 """
@@ -23,6 +25,8 @@ from .verification import Check, Contract
 # Migration N is stamped BASE + N seconds: stable, ordered, and after any timestamp of 2025 a project may hold.
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TEST_FILE = Path("supabase/tests/database/access_contract.test.sql")
+CONFIG_FILE = Path("supabase/config.toml")
+CONFIG = 'project_id = "attendance-kit"  # written by attendance-kit export; the Supabase CLI fills in the rest\n'
 
 # Helpers the tests define in pg_temp: a persona's role and Supabase-shaped claims, and an attempt as that persona
 # inside a block whose exception rolls it back (the attempt's effect and its role switch alike).
@@ -91,6 +95,8 @@ def export_supabase(directory: Path) -> list[Path]:
     files = {Path("supabase/migrations") / f"{timestamp(m.name)}_{m.name[4:]}": m.sql for m in migrations_in()}
     files[Path("supabase/seed.sql")] = DEMO_DATA_FILE.read_text(encoding="utf-8")
     files[TEST_FILE] = access_contract_pgtap(Contract.load())
+    if not (Path(directory) / CONFIG_FILE).exists():
+        files[CONFIG_FILE] = CONFIG
     written = []
     for relative, text in files.items():
         path = Path(directory) / relative

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from attendance_kit import connect
 from attendance_kit.connection import url_with_database
-from attendance_kit.export import TEST_FILE, export_supabase
+from attendance_kit.export import CONFIG_FILE, TEST_FILE, export_supabase
 from attendance_kit.migrations import migrations_in
 from attendance_kit.server import Cluster
 from attendance_kit.verification import Contract
@@ -34,10 +34,13 @@ def test_the_export_is_a_supabase_project_and_exporting_again_changes_nothing(tm
     assert (tmp_path / "supabase" / "seed.sql").exists()
     tests = (tmp_path / TEST_FILE).read_text()
     assert f"select plan({len(Contract.load().checks())});" in tests
-    assert len(written) == len(migrations) + 2
+    assert len(written) == len(migrations) + 3
     times = {path: path.stat().st_mtime_ns for path in written}
     assert export_supabase(tmp_path) == []
     assert {path: path.stat().st_mtime_ns for path in written} == times
+    # A project's own config stays as it is.
+    (tmp_path / CONFIG_FILE).write_text('project_id = "theirs"\n')
+    assert export_supabase(tmp_path) == [] and (tmp_path / CONFIG_FILE).read_text() == 'project_id = "theirs"\n'
 
 
 @pytest.mark.skipif(not (PG15 / "psql").exists() or not PGTAP.exists(),
