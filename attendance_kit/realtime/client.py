@@ -14,7 +14,7 @@ from typing import Any
 
 from .delivery import SUBSCRIBERS_PER_WORKER, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
-from .subscriptions import Event, Subscriber, event_json, new_subscriber
+from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, event_json, new_subscriber
 
 
 class Realtime:
@@ -49,12 +49,23 @@ class Realtime:
         self.subscribers.append(subscriber)
         return subscriber
 
+    def subscribe_channel(self, claims: dict[str, Any], entries: Sequence[Any]) -> Subscriber:
+        """Subscribe a Supabase channel: JWT `claims` and its `postgres_changes` entries (dicts of event, schema,
+        table, filter), subscription i being entry i; refused with Supabase's message (`ChannelRefused`)."""
+        subscriber = channel_subscriber(self.conn, self.feed.publication, claims, entries)
+        self.subscribers.append(subscriber)
+        return subscriber
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """From the next poll on, `subscriber` receives nothing."""
         self.subscribers.remove(subscriber)
 
     def poll(self) -> dict[Subscriber, list[Event]]:
         """Read what was committed since the last poll; return each subscriber's events, in commit order."""
+        return {subscriber: [d.event for d in delivered] for subscriber, delivered in self.poll_delivered().items()}
+
+    def poll_delivered(self) -> dict[Subscriber, list[Delivered]]:
+        """As `poll`, each event with the indexes of the subscriber's subscriptions it answers."""
         changes = self.feed.poll()
         self.last_poll_changes = len(changes)
         if not changes or not self.subscribers:

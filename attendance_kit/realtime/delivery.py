@@ -42,7 +42,7 @@ from .authorisation import TABLES_PER_CALL, Authoriser, Function
 from .catalog import Access, TablePlan
 from .decoding import UNCHANGED_TOAST, Change, Relation, as_text
 from .feed import ChangeFeed
-from .subscriptions import EVENT_TYPES, Event, Subscriber, Subscription, event_json
+from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription, event_json
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
 
@@ -78,7 +78,7 @@ class _Poll:
         # Only tables someone subscribed to are authorised (and read).
         self.oids = sorted({c.relation.oid for c in changes
                             if any(s.covers(c.relation, c.type) for g in self.groups for s in g)})
-        self.events: dict[int, dict[int, Event]] = defaultdict(dict)  # subscriber -> position -> event
+        self.events: dict[int, dict[int, Delivered]] = defaultdict(dict)  # subscriber -> position -> delivery
 
     def table_rows(self, plans: list[TablePlan]) -> list[_TableRows]:
         """Per table, the new rows' keys to authorise and which of them each group covers."""
@@ -111,7 +111,14 @@ class _Poll:
                 decided[position] = None
         return decided
 
-    def delivered(self) -> dict[Subscriber, list[Event]]:
+    def answered(self, group: int, position: int, error: str | None) -> tuple[int, ...]:
+        """The indexes of the group's subscriptions a delivered change answers (with a 400 or 401 error, every
+        one that covers it: Supabase applies no filter then)."""
+        change, (new, old) = self.changes[position], self.values[position]
+        return tuple(i for i, s in enumerate(self.groups[group]) if s.covers(change.relation, change.type)
+                     and (error is not None or s.matches(change.type, new, old)))
+
+    def delivered(self) -> dict[Subscriber, list[Delivered]]:
         return {self.subscribers[s]: [events[p] for p in sorted(events)] for s, events in sorted(self.events.items())}
 
 
@@ -182,8 +189,8 @@ class Delivery:
         self._pool: ThreadPoolExecutor | None = None
         self._column_lists: dict[tuple[Relation, tuple[str, ...]], tuple[tuple[tuple[str, str], ...], ...]] = {}
 
-    def deliver(self, changes: list[Change], subscribers: list[Subscriber]) -> dict[Subscriber, list[Event]]:
-        """Each subscriber's events of these changes, in commit order."""
+    def deliver(self, changes: list[Change], subscribers: list[Subscriber]) -> dict[Subscriber, list[Delivered]]:
+        """Each subscriber's events of these changes, in commit order, with the subscriptions each answers."""
         changes = [change for change in changes if change.type in EVENT_TYPES]  # no TRUNCATE, as in Supabase
         poll = _Poll(changes, [self.feed.values(change) for change in changes], subscribers)
         lanes = self._lanes_for(len(poll.subscribers))
@@ -248,14 +255,14 @@ class Delivery:
         by_oid = {rows.plan.oid: rows for rows in tables}
         unasked: dict[tuple[int, str], dict[int, str | None]] = {}  # per group and role
         for s, subscriber in enumerate(poll.subscribers):
-            group_role = (poll.member_group[s], subscriber.role)
-            if group_role not in unasked:
-                unasked[group_role] = poll.unasked(*group_role, by_oid)
-            for position, error in (decided[s] | unasked[group_role]).items():
+            group, role = poll.member_group[s], subscriber.role
+            if (group, role) not in unasked:
+                unasked[group, role] = poll.unasked(group, role, by_oid)
+            for position, error in (decided[s] | unasked[group, role]).items():
                 change = poll.changes[position]
                 plan = by_oid[change.relation.oid].plan
-                poll.events[s][position] = self._event(change, poll.values[position], plan,
-                                                       plan.access[subscriber.role], error)
+                event = self._event(change, poll.values[position], plan, plan.access[role], error)
+                poll.events[s][position] = Delivered(event, poll.answered(group, position, error))
 
     def _event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None) -> Event:
         """The change as this role receives it: Supabase's payload, or its error without values."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -55,12 +55,21 @@ class Event(_EventKeys, total=False):
     old_record: dict[str, Any]
 
 
+class Delivered(NamedTuple):
+    """An event and which of the subscriber's subscriptions it answers (their indexes): a gateway sends one frame
+    per channel per change, with the ids of those entries."""
+
+    event: Event
+    subscriptions: tuple[int, ...]
+
+
 def event_json(event: Event | dict[str, Any]) -> str:
     """The event (or any of its values) as JSON, values written as PostgreSQL's `to_jsonb` writes them."""
-    return json.dumps(event, default=_json_default, ensure_ascii=False)
+    return json.dumps(event, default=json_value, ensure_ascii=False)
 
 
-def _json_default(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A value JSON cannot take as it is, as `to_jsonb` writes it (json.dumps' `default`)."""
     if isinstance(value, (datetime, time)):
         text = value.isoformat()
         if value.microsecond:  # PostgreSQL trims the fraction's trailing zeros
@@ -109,19 +118,24 @@ class Filter:
 
 @dataclass(frozen=True)
 class Subscription:
-    schema: str
-    table: str | None  # None: every table in the publication
+    schema: str | None  # None: every schema
+    table: str | None  # None: every table in the publication (of the schema)
     events: frozenset[str]
     filter: Filter | None = None
 
     def covers(self, relation: Relation, kind: str) -> bool:
-        return kind in self.events and (self.table is None or (relation.schema, relation.name) == (
-            self.schema, self.table))
+        return (kind in self.events and (self.schema is None or relation.schema == self.schema)
+                and (self.table is None or relation.name == self.table))
+
+    def matches(self, kind: str, new: dict[str, Any], old: dict[str, Any]) -> bool:
+        """The filter holds for the change: on the new row, or for a DELETE on the logged old row."""
+        return self.filter is None or self.filter.matches(old if kind == "DELETE" else new)
 
 
 @dataclass(eq=False)
 class Subscriber:
-    """Who receives events: a role and JWT claims, and what they subscribed to."""
+    """Who receives events: a role and JWT claims, and what they subscribed to (a Supabase channel's
+    `postgres_changes` entries, in order)."""
 
     name: str
     role: str
@@ -141,24 +155,82 @@ def new_subscriber(conn: psycopg.Connection, publication: str, who: str | uuid.U
                    schema: str) -> Subscriber:
     """A subscriber for `Realtime.subscribe`, everything it asks for checked against the database."""
     name, role, claims = _identity(conn, who, claims)
-    if role not in API_ROLES:
-        raise KitError(f"role {role!r} is not one of Supabase's API roles {', '.join(API_ROLES)}")
     events = _events(event)
     _check_published(conn, publication, schema, tables)
-    bound = _filter(conn, schema, tables, filter) if filter else None
+    bound = None
+    if filter:
+        if not tables or len(tables) != 1:
+            raise KitError("a filter needs exactly one table")
+        bound = _filter(conn, schema, tables[0], role, _parsed_filter(filter))
     subscriptions = tuple(Subscription(schema, table, events, bound) for table in (tables or [None]))
     return Subscriber(name, role, claims, subscriptions)
+
+
+def channel_subscriber(conn: psycopg.Connection, publication: str, claims: dict[str, Any],
+                       entries: Sequence[Any]) -> Subscriber:
+    """A subscriber for a channel of the gateway: its `postgres_changes` entries, in order, as subscriptions,
+    checked as Supabase Realtime checks them. One bad entry fails them all, with Supabase's message
+    (`ChannelRefused`)."""
+    name, role, claims = _identity(conn, None, claims)
+    return Subscriber(name, role, claims, tuple(_entry(conn, publication, role, entry) for entry in entries))
+
+
+class ChannelRefused(KitError):
+    """A channel's `postgres_changes` entry Supabase Realtime would refuse; the message is Supabase's."""
+
+
+def _entry(conn: psycopg.Connection, publication: str, role: str, entry: Any) -> Subscription:
+    if not isinstance(entry, dict) or not ({"schema", "table"} & entry.keys()):
+        raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
+                             f"subscribe to: {json.dumps(entry)}")
+    event = str(entry.get("event", "*")).upper()
+    events = frozenset([event]) if event in EVENT_TYPES else frozenset(EVENT_TYPES)  # Supabase: unknown is *
+    schema, table = str(entry.get("schema", "public")), str(entry.get("table", "*"))
+    text = entry.get("filter")
+    parsed = None
+    if isinstance(text, str) and text.strip():
+        try:
+            parsed = _parsed_filter(text)
+        except KitError as error:
+            raise ChannelRefused(f"Error parsing `filter` params: {error}") from None
+    described = (f"[event: {event if event in EVENT_TYPES else '*'}, schema: {schema}, table: {table}, "
+                 f"filters: {_elixir_filters(parsed)}, select: nil]")
+    published = conn.execute(
+        "select count(*) from pg_publication_tables where pubname = %s and (schemaname = %s or %s = '*') "
+        "and (tablename = %s or %s = '*')", [publication, schema, schema, table, table]).fetchone()[0]
+    if not published:
+        raise ChannelRefused("Unable to subscribe to changes with given parameters. Please check Realtime is "
+                             f"enabled for the given connect parameters: {described}")
+    bound = None
+    if parsed is not None:
+        try:
+            bound = _filter(conn, schema, table, role, parsed)
+        except (KitError, psycopg.Error) as error:
+            raise ChannelRefused("Unable to subscribe to changes with given parameters. An exception happened so "
+                                 f"please check your connect parameters: {described}. Exception: {error}") from None
+    return Subscription(None if schema == "*" else schema, None if table == "*" else table, events, bound)
+
+
+def _elixir_filters(parsed: tuple[str, str, str] | None) -> str:
+    """The filters as Supabase's log of a subscription shows them."""
+    if parsed is None:
+        return "[]"
+    column, operator, raw = parsed
+    return f"[{{{json.dumps(column)}, {json.dumps(operator)}, {json.dumps(raw)}, false}}]"
 
 
 def _identity(conn: psycopg.Connection, who: str | uuid.UUID | None, claims: dict[str, Any] | None
               ) -> tuple[str, str, dict[str, Any]]:
     """Name, role and JWT claims: from the claims given, else from the user's row."""
     if claims is not None:
-        return str(claims.get("email") or claims.get("sub") or ""), str(claims.get("role")), claims
-    if who is not None:
-        role, claims = resolve_user(conn, who)
-        return str(who), role, claims
-    raise KitError("subscribe needs a user (UUID, email, 'anon', 'service_role') or claims")
+        name, role = str(claims.get("email") or claims.get("sub") or claims.get("role")), str(claims.get("role"))
+    elif who is not None:
+        (role, claims), name = resolve_user(conn, who), str(who)
+    else:
+        raise KitError("subscribe needs a user (UUID, email, 'anon', 'service_role') or claims")
+    if role not in API_ROLES:
+        raise KitError(f"role {role!r} is not one of Supabase's API roles {', '.join(API_ROLES)}")
+    return name, role, claims
 
 
 def _events(event: str) -> frozenset[str]:
@@ -183,27 +255,38 @@ def _check_published(conn: psycopg.Connection, publication: str, schema: str, ta
                            f"published are {', '.join(sorted(t for _, t in published))}")
 
 
-def _filter(conn: psycopg.Connection, schema: str, tables: Sequence[str] | None, text: str) -> Filter:
+def _parsed_filter(text: str) -> tuple[str, str, str]:
+    """Column, operator and the value's text of a filter in Supabase's syntax."""
     match = _FILTER.match(text.strip())
     if not match:
         raise KitError(f"filter {text!r} is not column=operator.value (operators: eq, neq, lt, lte, gt, gte, "
                        "in), e.g. session_id=eq.5e000000-0000-4000-8000-000000000001")
-    if not tables or len(tables) != 1:
-        raise KitError("a filter needs exactly one table")
     column, operator, raw = match.groups()
+    if operator == "in" and not (raw.startswith("(") and raw.endswith(")")):
+        raise KitError("`in` filter value must be wrapped by parentheses")
+    return column, operator, raw
+
+
+def _filter(conn: psycopg.Connection, schema: str, table: str, role: str, parsed: tuple[str, str, str]) -> Filter:
+    """The filter bound to the column: its value typed as the column (through the server, so a bad value fails
+    now with PostgreSQL's message, not mid-stream), on a column the role may select (Supabase's rule)."""
+    column, operator, raw = parsed
     row = conn.execute("""
-        select a.atttypid, format_type(a.atttypid, a.atttypmod), t.typcategory
+        select a.atttypid, format_type(a.atttypid, a.atttypmod), t.typcategory,
+               has_column_privilege(%s, a.attrelid, a.attnum, 'SELECT')
         from pg_attribute a join pg_type t on t.oid = a.atttypid
         where a.attrelid = %s::regclass and a.attname = %s and a.attnum > 0 and not a.attisdropped
-    """, [sql.Identifier(schema, tables[0]).as_string(conn), column]).fetchone()
-    if row is None:
-        raise KitError(f"filter column {column!r} is not a column of {schema}.{tables[0]}")
-    type_oid, type_sql, category = row
+    """, [role, sql.Identifier(schema, table).as_string(conn), column]).fetchone()
+    if row is None or not row[3]:
+        raise KitError(f"invalid column for filter {column}: not a column of {schema}.{table} that role {role} "
+                       "may select")
+    type_oid, type_sql, category, _ = row
+    text = f"{column}={operator}.{raw}"
     if operator in ("lt", "lte", "gt", "gte") and category == "S":
         raise KitError(f"filter {text!r}: ordering text depends on the collation; use eq, neq or in")
-    texts = [v.strip().strip('"') for v in raw.strip("()").split(",")] if operator == "in" else [raw]
+    texts = [v.strip().strip('"') for v in raw[1:-1].split(",")] if operator == "in" else [raw]
     cast = sql.SQL("select %s::text::{}::text").format(sql.SQL(type_sql))
-    try:  # through the server, so a bad value fails now with PostgreSQL's message, not mid-stream
+    try:
         canonical = [conn.execute(cast, [value]).fetchone()[0] for value in texts]
     except psycopg.DataError as error:
         raise KitError(f"filter {text!r}: {str(error).splitlines()[0]}") from None

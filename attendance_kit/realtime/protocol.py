@@ -1,0 +1,71 @@
+"""Supabase Realtime's wire format (Phoenix channels), both serializers: the frames, nothing of what they mean.
+
+`vsn=1.0.0` (the Python client's): JSON objects `{"topic", "event", "payload", "ref"}`; the server always writes
+`ref` (null for a push) and never `join_ref`. `vsn=2.0.0` (realtime-js's default): JSON arrays
+`[join_ref, ref, topic, event, payload]`, pushes carrying the join's `join_ref` except `postgres_changes` and
+broadcasts (`[null, null, ...]`). Values JSON cannot take (an event's UUIDs, times) are written as `to_jsonb`
+writes them. Refs are echoed exactly as received. Binary frames (realtime-js's broadcasts
+under 2.0.0) are not decoded: `BadFrame`, which the gateway ignores as Supabase does a malformed frame.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .subscriptions import json_value
+
+VERSIONS = ("1.0.0", "2.0.0")
+
+
+class BadFrame(ValueError):
+    """A frame that is not a message of this serializer."""
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    event: str
+    payload: Any
+    ref: str | None = None
+    join_ref: str | None = None
+
+
+def version(requested: str | None) -> str:
+    """The serializer for a connection's `vsn` (none: 1.0.0); any 2.x is 2.0.0's, anything else 1.0.0's."""
+    return "2.0.0" if requested and requested.split(".")[0] == "2" else "1.0.0"
+
+
+def decode(frame: str | bytes, vsn: str) -> Message:
+    if isinstance(frame, bytes):
+        raise BadFrame("binary frames are not decoded")
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        raise BadFrame("not JSON") from None
+    if vsn == "2.0.0":
+        if not (isinstance(data, list) and len(data) == 5):
+            raise BadFrame("not [join_ref, ref, topic, event, payload]")
+        join_ref, ref, topic, event, payload = data
+    else:
+        if not (isinstance(data, dict) and {"topic", "event", "payload"} <= data.keys()):
+            raise BadFrame("not {topic, event, payload, ref}")
+        topic, event, payload, ref, join_ref = (data["topic"], data["event"], data["payload"], data.get("ref"),
+                                                data.get("join_ref"))
+    if not isinstance(topic, str) or not isinstance(event, str):
+        raise BadFrame("topic and event must be strings")
+    return Message(topic, event, payload, ref, join_ref)
+
+
+def encode(message: Message, vsn: str) -> str:
+    if vsn == "2.0.0":
+        return json.dumps([message.join_ref, message.ref, message.topic, message.event, message.payload],
+                          ensure_ascii=False, separators=(",", ":"), default=json_value)
+    return json.dumps({"topic": message.topic, "event": message.event, "payload": message.payload,
+                       "ref": message.ref}, ensure_ascii=False, separators=(",", ":"), default=json_value)
+
+
+def reply(to: Message, status: str, response: Any) -> Message:
+    """`phx_reply` to a client's message, its refs echoed."""
+    return Message(to.topic, "phx_reply", {"status": status, "response": response}, to.ref, to.join_ref)
