@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
 from .errors import KitError, one_line
 from .paths import NOTEBOOKS_DIR
+from .realtime import tokens
 from .server import KIT_CONF, Cluster
 
 
@@ -124,6 +126,32 @@ def listen(args: argparse.Namespace) -> None:
         print(realtime.render_event(event, args.format), flush=True)
 
 
+def realtime_serve(args: argparse.Namespace) -> None:
+    """Supabase Realtime's WebSocket endpoint for the database, until Ctrl-C; how to connect, on stderr."""
+    from .realtime.gateway import Gateway  # the websockets server: loaded only for this command
+
+    gateway = Gateway(args.database_url, host=args.host, port=args.port, jwt_secret=args.jwt_secret)
+
+    def listening() -> None:
+        with connect(args.database_url) as conn:
+            anon, sam = (tokens.token_for(conn, who, args.jwt_secret, expires_in=args.expires_in)
+                         for who in ("anon", demo.SAM.email))
+        secret = "Supabase's local default" if args.jwt_secret == tokens.DEFAULT_JWT_SECRET else "--jwt-secret"
+        say(f"Realtime gateway at {gateway.url} (Supabase's clients add /websocket), publication "
+            f"{gateway.publication}; tokens signed with {secret} JWT secret {args.jwt_secret}")
+        say(f"anon token: {anon}")
+        say(f"{demo.SAM.email} token: {sam}")
+        say("other personas: attendance-kit realtime token --as EMAIL; Ctrl-C stops the gateway")
+
+    asyncio.run(gateway.serve(on_listening=listening))
+
+
+def realtime_token(args: argparse.Namespace) -> None:
+    """A signed JWT for a persona, as Supabase Auth would issue it."""
+    with connect(args.database_url) as conn:
+        print(tokens.token_for(conn, args.who, args.jwt_secret, expires_in=args.expires_in))
+
+
 def export_supabase(args: argparse.Namespace) -> None:
     """Write the Supabase CLI project; print each file written."""
     written = export.export_supabase(Path(args.directory))
@@ -199,6 +227,21 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     ls.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
     ls.set_defaults(run=listen)
+
+    rt = commands.add_parser("realtime", help="Supabase Realtime's WebSocket protocol for Supabase's own clients")
+    rt_commands = rt.add_subparsers(dest="realtime_command", required=True)
+    serve = rt_commands.add_parser("serve", help="the Realtime gateway: Supabase's clients subscribe to the "
+                                                 "database's changes, under RLS (until Ctrl-C)")
+    serve.add_argument("--port", type=int, default=4000, help="default: 4000, as Supabase's local stack")
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    token = rt_commands.add_parser("token", help="print a signed JWT for a persona (what Supabase Auth issues)")
+    token.add_argument("--as", dest="who", required=True, help="a user's UUID or email, anon, service_role")
+    for command, run in ((serve, realtime_serve), (token, realtime_token)):
+        command.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
+        command.add_argument("--jwt-secret", default=tokens.DEFAULT_JWT_SECRET,
+                             help="the project's JWT secret (default: Supabase's local stack's)")
+        command.add_argument("--expires-in", type=float, default=3600, help="tokens' lifetime in seconds")
+        command.set_defaults(run=run)
 
     bn = commands.add_parser("bench", help="benchmarks: figures measured side by side in one run")
     bench_commands = bn.add_subparsers(dest="bench_command", required=True)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ..connection import connect
 from .delivery import SUBSCRIBERS_PER_WORKER, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
 from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, event_json, new_subscriber
@@ -26,14 +27,22 @@ class Realtime:
     def __init__(self, database_url: str | None = None, publication: str = PUBLICATION, *,
                  poll_interval: float = POLL_INTERVAL, max_messages: int = MAX_MESSAGES_PER_POLL,
                  workers: int = 2, subscribers_per_worker: int = SUBSCRIBERS_PER_WORKER) -> None:
-        """`workers`: connections authorising in parallel, one per `subscribers_per_worker` subscribers (the
-        feed's own connection is the first; the others open when needed)."""
+        """`workers`: connections authorising in parallel, one per `subscribers_per_worker` subscribers (`conn`
+        is the first; the others open when needed).
+
+        The slot's connection runs nothing but the slot's reads: PostgreSQL drops a session's temporary slots at
+        any error in it, so whatever may fail (a subscription's checks, a policy that raises as a subscriber, the
+        gateway's bookkeeping) runs on `conn`, a connection of its own."""
         self.feed = ChangeFeed(database_url, publication, max_messages=max_messages)
-        self.conn = self.feed.conn
+        try:
+            self.conn = connect(database_url)
+        except BaseException:
+            self.feed.close()
+            raise
         self.poll_interval = poll_interval
         self.subscribers: list[Subscriber] = []
         self.last_poll_changes = 0
-        self._delivery = Delivery(self.feed, database_url, workers=workers,
+        self._delivery = Delivery(self.feed, self.conn, database_url, workers=workers,
                                   subscribers_per_worker=subscribers_per_worker)
 
     def subscribe(self, who: str | uuid.UUID | None = None, *, claims: dict[str, Any] | None = None,
@@ -94,6 +103,7 @@ class Realtime:
 
     def close(self) -> None:
         self._delivery.close()
+        self.conn.close()
         self.feed.close()
 
     def __enter__(self) -> Realtime:

@@ -179,10 +179,10 @@ def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
 class Delivery:
     """What a `Realtime` keeps from poll to poll to deliver: its authorising connections and its column lists."""
 
-    def __init__(self, feed: ChangeFeed, database_url: str | None, *, workers: int,
+    def __init__(self, feed: ChangeFeed, conn: psycopg.Connection, database_url: str | None, *, workers: int,
                  subscribers_per_worker: int) -> None:
         self.feed = feed
-        self.lanes = [Authoriser(feed.conn)]  # the feed's own connection is the first
+        self.lanes = [Authoriser(conn)]  # the `Realtime`'s own connection (never the slot's) is the first
         self._database_url = database_url
         self._workers = max(1, workers)
         self._per_worker = max(1, subscribers_per_worker)
@@ -305,7 +305,7 @@ class Delivery:
         return self._column_lists[key]
 
     def close(self) -> None:
-        """Close the lanes' own connections (not the feed's, the first)."""
+        """Close the lanes' own connections (not the first, the `Realtime`'s)."""
         if self._pool is not None:
             self._pool.shutdown()
         for lane in self.lanes[1:]:

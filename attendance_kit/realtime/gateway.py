@@ -113,7 +113,7 @@ class Gateway:
     async def _listen(self) -> Server:
         try:
             return await serve(self._handle, self.host, self.port, process_request=self._check_connect,
-                               max_size=MAX_FRAME_BYTES, ping_interval=None, compression=None)
+                               max_size=MAX_FRAME_BYTES, ping_interval=None, compression=None, close_timeout=5)
         except OSError as error:
             raise KitError(f"cannot listen on {self.host}:{self.port}: {one_line(error)} "
                            "(pass another --port)") from None
