@@ -15,7 +15,7 @@ A file whose text is already there is left untouched.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .demo import DEMO_DATA_FILE
@@ -23,7 +23,7 @@ from .migrations import migrations_in
 from .verification import Check, Contract
 
 # Migration N is stamped BASE + N seconds: stable, ordered, and after any timestamp of 2025 a project may hold.
-BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
 TEST_FILE = Path("supabase/tests/database/access_contract.test.sql")
 CONFIG_FILE = Path("supabase/config.toml")
 CONFIG = 'project_id = "attendance-kit"  # written by attendance-kit export; the Supabase CLI fills in the rest\n'

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
@@ -26,7 +26,7 @@ from .connection import become, resolve_user, supabase_claims
 from .demo import ADA, COMPILERS_COURSE, COMPILERS_GROUP, ENGINES_COURSE, ENGINES_GROUP, GRACE, Persona
 
 NAMESPACE = uuid.UUID("7b3c1e2a-5d4f-4a6b-9c8d-0e1f2a3b4c5d")
-TERM_START = datetime(2026, 1, 19, 9, 0, tzinfo=timezone.utc)  # the week after the personas' lecture 1
+TERM_START = datetime(2026, 1, 19, 9, 0, tzinfo=UTC)  # the week after the personas' lecture 1
 # The term's third teacher, with a course and group of her own.
 ALAN = Persona("a0000000-0000-4000-8000-000000000003", "alan@attendance-kit.test", "Alan Turing")
 COMPUTABILITY_COURSE = "c0000000-0000-4000-8000-000000000003"

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -268,6 +269,35 @@ def test_a_gateway_killed_and_started_again_takes_back_only_its_own_counts(
     finally:
         served.kill()
         served.wait()
+
+
+JS_DIR = Path(__file__).parent / "js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir(),
+                    reason="needs Node.js and `npm install` in tests/js (./kit test does it where npm is)")
+def test_supabase_s_javascript_client_speaking_vsn_2_receives_the_same(conn: psycopg.Connection,
+                                                                        gateway: Gateway) -> None:
+    """realtime-js, whose default serializer is 2.0.0 (arrays), as the peer: Ada receives Sam's check-in, Olive
+    nothing."""
+    open_lectures(conn)
+    clients = {who: subprocess.Popen(["node", "subscribe.mjs", gateway.url, token_for(conn, who), LOBBY,
+                                      "attendance_records", "6"], cwd=JS_DIR, stdout=subprocess.PIPE, text=True)
+               for who in (ADA.email, OLIVE.email)}
+    try:
+        for client in clients.values():  # each reports SUBSCRIBED on the join's reply, then the system message
+            lines = [json.loads(client.stdout.readline()) for _ in range(2)]
+            assert lines[0] == {"status": "SUBSCRIBED", "error": None}
+            assert lines[1]["system"]["message"] == "Subscribed to PostgreSQL"
+        check_in(conn, SAM.email)
+        received = {who: [json.loads(line) for line in client.communicate(timeout=30)[0].splitlines()]
+                    for who, client in clients.items()}
+    finally:
+        for client in clients.values():
+            client.kill()
+    (change,) = [line["change"] for line in received[ADA.email]]
+    assert (change["eventType"], change["new"]["student_id"], change["old"]) == ("INSERT", SAM.id, {})
+    assert received[OLIVE.email] == []
 
 
 # --- bad input: raw sockets ----------------------------------------------------------------------------------

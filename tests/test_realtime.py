@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -489,7 +489,7 @@ def test_values_round_trip_as_psycopg_would_select_them(conn: psycopg.Connection
         selected = cur.execute("select * from realtime_types order by big is null").fetchall()
     assert inserted == selected
     assert inserted[0]["doc"] == {"a": [1, 2.5, None, "é"], "b": {"c": True}}
-    assert inserted[0]["at"] == datetime(2026, 1, 12, 9, 0, 0, 123456, tzinfo=timezone.utc)
+    assert inserted[0]["at"] == datetime(2026, 1, 12, 9, 0, 0, 123456, tzinfo=UTC)
     # An unchanged TOASTed value is not in the WAL: Supabase leaves it out; the logged old row supplies it.
     assert "big" not in default_identity["record"] and default_identity["record"]["flag"] is False
     assert set(default_identity["old_record"]) == {"id"}

@@ -4,7 +4,7 @@ database. (tests/test_realtime.py decodes what a real server sends.)"""
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,7 +16,7 @@ RECORDS, CHANNELS = 16_524, 16_550  # relation oids
 UUID, BOOL, TEXT, INT4 = 2950, 16, 25, 23  # type oids
 SAM = demo.SAM.id.encode()
 ENGINES = demo.ENGINES_LECTURE.encode()
-COMMITTED = datetime(2026, 1, 12, 9, 0, 0, 123456, tzinfo=timezone.utc)
+COMMITTED = datetime(2026, 1, 12, 9, 0, 0, 123456, tzinfo=UTC)
 
 
 def string(text: str) -> bytes:
@@ -25,7 +25,7 @@ def string(text: str) -> bytes:
 
 def begin(xid: int, at: datetime = COMMITTED) -> bytes:
     """Final LSN, commit time (microseconds since 2000-01-01 UTC), xid."""
-    micros = (at - datetime(2000, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    micros = (at - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     return b"B" + struct.pack("!QqI", 0x16B3748, micros, xid)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class _UnchangedToast:

@@ -66,7 +66,8 @@ class Gateway:
     """Supabase Realtime's WebSocket endpoint for the change feed of one database.
 
     `await gateway.serve()` runs it until cancelled; `gateway.start()` runs it on a thread of its own (from a
-    notebook or a test) and returns once it listens; `stop()` or the context manager ends it.
+    notebook or a test) and returns once it listens; `stop()` or the context manager ends it. Port 0 takes a
+    free port (then `url` says which).
     """
 
     def __init__(self, database_url: str | None = None, *, host: str = "127.0.0.1", port: int = 4000,
@@ -102,7 +103,8 @@ class Gateway:
         if self._feed.error is not None:
             raise self._feed.error
         try:
-            async with await self._listen():
+            async with await self._listen() as server:
+                self.port = next(iter(server.sockets)).getsockname()[1]  # port 0: the one the system chose
                 if on_listening is not None:
                     on_listening()
                 await self._stopping.wait()
