@@ -177,6 +177,12 @@ def bench_realtime(args: argparse.Namespace) -> None:
     print(bench.render(result, args.format))
 
 
+def bench_gateway(args: argparse.Namespace) -> None:
+    from .bench import gateway  # the websockets client: loaded only for this command
+
+    print(bench.render(gateway.gateway(seconds=args.seconds, database_url=args.database_url), args.format))
+
+
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or os.environ.get(URL_VARIABLE)
     if url:
@@ -254,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
          ("--seconds", float, 5.0, "how long each load runs")),
         ("rls", "persona reads under RLS vs the owner's hand-filtered reads, 1M rows", bench_rls,
          ("--runs", int, 101, "alternating runs per query (medians)")),
+        ("gateway", "500 WebSocket clients through the Realtime gateway vs the feed in-process, same load",
+         bench_gateway, ("--seconds", float, 5.0, "how long each load runs")),
     ]
     for name, description, run, (flag, kind, default, flag_help) in benchmarks:
         command = bench_commands.add_parser(name, help=description)

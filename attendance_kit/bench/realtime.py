@@ -36,25 +36,50 @@ def realtime(subscribers: Sequence[int] = (1, 100, 500), rates: Sequence[int] = 
              seconds: float = 5.0, database_url: str | None = None) -> dict[str, Any]:
     """For each subscriber count and offered rate (changes/s): delivered changes/s, latency p50/p95, and how
     long the feed took to catch up once the writer stopped (small: it sustained the rate)."""
-    with scratch_database(database_url, "all", demo_data=True) as target:
-        with connect(target) as conn:
-            sessions = _populate(conn, sessions=-(-int(sum(rates) * seconds * len(subscribers) * 1.5) // STUDENTS))
-            students = [row[0] for row in conn.execute(
-                "select id from public.student_profiles where student_number like 'B-%' order by id")]
-            version = conn.execute("show server_version").fetchone()[0]
-        checkins = ((session, student) for session in sessions for student in students)
-        claims = [_claims(ADA.id, ADA.email)] + [
-            _claims(student, f"bench-{i}@attendance-kit.test") for i, student in enumerate(students)]
-        result: dict[str, Any] = {
-            "postgres": version, "cpus": os.cpu_count(), "claims_bytes": len(json.dumps(claims[-1])),
-            "changes_per_transaction": PER_TRANSACTION + 1, "seconds_per_run": seconds,
-            "poll_interval_ms": round(POLL_INTERVAL * 1000),
-        }
+    with Load(database_url, changes=sum(rates) * seconds * len(subscribers)) as load:
+        result = load.describe(seconds)
         for count in subscribers:
             for rate in rates:
-                result[f"{count} subscribers @ {rate}/s"] = _run(target, claims[:count], rate, seconds, checkins)
+                result[f"{count} subscribers @ {rate}/s"] = in_process(load, count, rate, seconds)
         result["target"] = "500 subscribers: >= 1000 changes/s with p95 <= 200 ms (stretch: >= 3000/s)"
         return result
+
+
+class Load:
+    """A scratch database (created, migrated, dropped at the end) with Ada and 499 invited students, enough live
+    sessions for `changes`, the subscribers' claims (Ada's first) and the check-ins to come."""
+
+    def __init__(self, database_url: str | None, changes: float) -> None:
+        self._scratch = scratch_database(database_url, "all", demo_data=True)
+        self.url = self._scratch.__enter__()
+        try:
+            with connect(self.url) as conn:
+                sessions = _populate(conn, sessions=-(-int(changes * 1.5) // STUDENTS))
+                students = [row[0] for row in conn.execute(
+                    "select id from public.student_profiles where student_number like 'B-%' order by id")]
+                self.version = conn.execute("show server_version").fetchone()[0]
+        except BaseException:
+            self._scratch.__exit__(None, None, None)
+            raise
+        self.checkins = ((session, student) for session in sessions for student in students)
+        self.claims = [_claims(ADA.id, ADA.email)] + [
+            _claims(student, f"bench-{i}@attendance-kit.test") for i, student in enumerate(students)]
+
+    def describe(self, seconds: float) -> dict[str, Any]:
+        return {"postgres": self.version, "cpus": os.cpu_count(), "claims_bytes": len(json.dumps(self.claims[-1])),
+                "changes_per_transaction": PER_TRANSACTION + 1, "seconds_per_run": seconds,
+                "poll_interval_ms": round(POLL_INTERVAL * 1000)}
+
+    def vacuum(self) -> None:
+        """Each run starts from a vacuumed, analysed state, not amid autovacuum."""
+        with connect(self.url) as conn:
+            conn.execute("vacuum (analyze) public.attendance_records, public.session_analytics")
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._scratch.__exit__(*exc)
 
 
 def _claims(user_id: str | uuid.UUID, email: str) -> dict[str, Any]:
@@ -85,11 +110,11 @@ def _populate(conn: psycopg.Connection, sessions: int) -> list[str]:
     """, [ENGINES_COURSE, ENGINES_GROUP, sessions])]
 
 
-def _run(url: str, claims: list[dict[str, Any]], rate: int, seconds: float, checkins: Any) -> dict[str, Any]:
-    with connect(url) as conn:  # each run starts from a vacuumed, analysed state, not amid autovacuum
-        conn.execute("vacuum (analyze) public.attendance_records, public.session_analytics")
-    with Realtime(url) as feed, _Writer(url, rate, seconds, checkins) as writer:
-        for subscriber in claims:
+def in_process(load: Load, subscribers: int, rate: int, seconds: float) -> dict[str, Any]:
+    """The feed in this process, `subscribers` of the load's claims subscribed, the writer at `rate`."""
+    load.vacuum()
+    with Realtime(load.url) as feed, Writer(load.url, rate, seconds, load.checkins) as writer:
+        for subscriber in load.claims[:subscribers]:
             feed.subscribe(claims=subscriber, tables=list(TABLES))
         writer.write()  # warm up: the authorisation functions are built outside the measurement
         while feed.poll() or feed.last_poll_changes:
@@ -103,28 +128,33 @@ def _run(url: str, claims: list[dict[str, Any]], rate: int, seconds: float, chec
             delivered = feed.poll()
             now = time.time()
             processed += feed.last_poll_changes
-            latencies += [now - _commit_time(event)
+            latencies += [now - commit_time(event)
                           for events in delivered.values() for event in events]
             if not writer.is_alive() and time.monotonic() - started > 4 * seconds:
                 break  # far behind: report what was done
             if not feed.last_poll_changes:
                 time.sleep(max(0.0, feed.poll_interval - (time.monotonic() - polled)))
         finished = time.monotonic()
+    return figures(writer, processed, finished - started, latencies)
+
+
+def figures(writer: Writer, processed: int, elapsed: float, latencies: list[float]) -> dict[str, Any]:
+    """A run's figures: offered and delivered changes/s, latency p50/p95, deliveries, time to catch up."""
     if writer.error is not None:
         raise writer.error
     latencies.sort()
     return {
         "offered_changes_per_s": round(writer.changes / max(writer.elapsed, 1e-9)),
-        "changes_per_s": round(processed / (finished - started)),
+        "changes_per_s": round(processed / elapsed),
         "p50_ms": round(_percentile(latencies, 0.50) * 1000),
         "p95_ms": round(_percentile(latencies, 0.95) * 1000),
         "deliveries": len(latencies),
         # After the writer stopped, how long until every change was delivered; None: it never caught up.
-        "caught_up_ms": round((finished - started - writer.elapsed) * 1000) if processed >= writer.changes else None,
+        "caught_up_ms": round((elapsed - writer.elapsed) * 1000) if processed >= writer.changes else None,
     }
 
 
-def _commit_time(event: Event) -> float:
+def commit_time(event: Event | dict[str, Any]) -> float:
     """The commit time of a delivered event, to the millisecond Supabase's format keeps."""
     return datetime.strptime(event["commit_timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
@@ -133,7 +163,7 @@ def _percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))] if values else float("nan")
 
 
-class _Writer(threading.Thread):
+class Writer(threading.Thread):
     """Checks students in, PER_TRANSACTION per transaction, paced to `rate` changes/s for `seconds`."""
 
     def __init__(self, url: str, rate: int, seconds: float, checkins: Any) -> None:
@@ -165,7 +195,7 @@ class _Writer(threading.Thread):
         finally:
             self.elapsed = time.monotonic() - started
 
-    def __enter__(self) -> _Writer:
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,158 @@
+"""`attendance-kit bench gateway`: the Realtime gateway under load, beside the feed in-process at the same load.
+
+The load is `bench realtime`'s (Ada and 499 students, ten check-ins per transaction, every subscriber on both
+tables, RLS-checked): once with the feed in this process (`bench realtime`'s figures), once through the gateway,
+which runs as `attendance-kit realtime serve` in a process of its own with N WebSocket clients in this one, each
+a distinct user with its own token. The clients are lean: they speak the frames Supabase's clients speak (vsn
+1.0.0, join with `postgres_changes` and `access_token`, heartbeats) and read each change's `commit_timestamp`.
+Latency is the client's receive time minus the commit timestamp (one machine, one clock). Memory per idle
+connection is the gateway process's resident memory with N clients joined and subscribed, less its memory before
+they connected, over N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from ..errors import KitError
+from ..realtime.tokens import sign
+from .realtime import Load, Writer, commit_time, figures, in_process
+
+TABLES = ("attendance_records", "session_analytics")
+
+
+def gateway(clients: int = 500, rates: tuple[int, ...] = (1000, 3000), seconds: float = 5.0,
+            database_url: str | None = None) -> dict[str, Any]:
+    with Load(database_url, changes=sum(rates) * seconds * 2) as load:
+        result = load.describe(seconds)
+        with _Served(load.url) as served:
+            result["gateway_idle_kib_per_connection"] = asyncio.run(_idle_memory(served, load, clients))
+            for rate in rates:
+                result[f"{clients} subscribers @ {rate}/s"] = {
+                    "in process": in_process(load, clients, rate, seconds),
+                    "through the gateway": asyncio.run(_through_gateway(served, load, clients, rate, seconds)),
+                }
+        result["target"] = ("500 WebSocket clients: >= 1000 changes/s delivered, p95 <= 250 ms commit to client, "
+                            "<= 30% over the in-process p95; idle connection <= 50 KiB")
+        return result
+
+
+class _Served:
+    """`attendance-kit realtime serve` on a free port, in a process of its own."""
+
+    def __init__(self, database_url: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/realtime/v1/websocket"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "attendance_kit.cli", "realtime", "serve", "--port", str(port),
+             "--database-url", database_url], stderr=subprocess.PIPE, text=True)
+        first = self.process.stderr.readline()
+        if "Realtime gateway at" not in first:
+            self.process.kill()
+            raise KitError(f"the gateway did not start: {first.strip() or 'no output'}")
+
+    def resident_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])
+
+    def __enter__(self) -> _Served:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+class _Client:
+    """A lean client: connects with its token, joins one channel for both tables, records each change's
+    latency."""
+
+    def __init__(self, url: str, claims: dict[str, Any]) -> None:
+        self.token = sign({**claims, "exp": int(time.time()) + 3600})
+        self.url = f"{url}?apikey={self.token}&vsn=1.0.0"
+        self.latencies: list[float] = []
+        self.changes = 0
+        self.subscribed = asyncio.Event()
+        self.ws: websockets.ClientConnection | None = None
+
+    async def join(self, topic: str) -> None:
+        self.ws = await websockets.connect(self.url, max_size=None, ping_interval=None)
+        entries = [{"event": "*", "schema": "public", "table": table} for table in TABLES]
+        await self.ws.send(json.dumps({"topic": topic, "event": "phx_join", "ref": "1", "join_ref": "1", "payload": {
+            "config": {"postgres_changes": entries}, "access_token": self.token}}))
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        async for frame in self.ws:
+            message = json.loads(frame)
+            if message["event"] == "postgres_changes":
+                self.latencies.append(time.time() - commit_time(message["payload"]["data"]))
+                self.changes += 1
+            elif message["event"] == "system" and message["payload"]["status"] == "ok":
+                self.subscribed.set()
+
+
+async def _connected(served: _Served, load: Load, count: int) -> tuple[list[_Client], list[asyncio.Task[None]]]:
+    clients = [_Client(served.url, claims) for claims in load.claims[:count]]
+    for i, client in enumerate(clients):
+        await client.join(f"realtime:bench-{i}")
+    readers = [asyncio.create_task(client.read()) for client in clients]
+    await asyncio.wait_for(asyncio.gather(*(client.subscribed.wait() for client in clients)), 120)
+    return clients, readers
+
+
+async def _closed(clients: list[_Client], readers: list[asyncio.Task[None]]) -> None:
+    for client in clients:
+        if client.ws is not None:
+            await client.ws.close()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def _idle_memory(served: _Served, load: Load, count: int) -> float:
+    before = served.resident_kib()
+    clients, readers = await _connected(served, load, count)
+    await asyncio.sleep(1)
+    during = served.resident_kib()
+    await _closed(clients, readers)
+    return round((during - before) / count, 1)
+
+
+async def _through_gateway(served: _Served, load: Load, count: int, rate: int, seconds: float) -> dict[str, Any]:
+    load.vacuum()
+    clients, readers = await _connected(served, load, count)
+    ada = clients[0]  # the teacher: every change reaches her
+    with Writer(load.url, rate, seconds, load.checkins) as writer:
+        await asyncio.to_thread(writer.write)  # warm up: the authorisation functions are built outside it
+        await _settled(ada)
+        for client in clients:
+            client.latencies.clear()
+        ada.changes = 0
+        writer.start()
+        started = time.monotonic()
+        while ada.changes < writer.changes or writer.is_alive():
+            if not writer.is_alive() and time.monotonic() - started > 4 * seconds:
+                break  # far behind: report what was done
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+    await _closed(clients, readers)
+    return figures(writer, ada.changes, elapsed, [latency for client in clients for latency in client.latencies])
+
+
+async def _settled(client: _Client) -> None:
+    """Until nothing has arrived for half a second."""
+    seen = -1
+    while client.changes != seen:
+        seen = client.changes
+        await asyncio.sleep(0.5)
