@@ -219,7 +219,10 @@ class Gateway:
 
     async def _join(self, connection: _Connection, message: Message) -> None:
         payload = message.payload if isinstance(message.payload, dict) else {}
-        if not message.topic.startswith("realtime:") or message.topic == "realtime:":
+        if not message.topic.startswith("realtime:"):  # the only channels the socket routes
+            connection.send(protocol.reply(message, "error", {"reason": "unmatched topic"}))
+            return
+        if message.topic == "realtime:":
             connection.send(protocol.reply(message, "error", {"reason": "TopicNameRequired: You must provide a "
                                                                         "topic name"}))
             return
@@ -390,14 +393,18 @@ class _Connection:
     token: str
     channels: dict[str, _Channel] = field(default_factory=dict)
     outgoing: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_FRAMES))
+    behind: bool = False  # its queue overflowed: it is being closed
     _window: float = 0.0
     _messages: int = 0
 
     def send(self, message: Message) -> None:
+        if self.behind:
+            return
         try:
             self.outgoing.put_nowait(protocol.encode(message, self.vsn))
         except asyncio.QueueFull:
             log.warning("realtime gateway: closing a client %d frames behind", MAX_QUEUED_FRAMES)
+            self.behind = True
             asyncio.get_running_loop().create_task(self.ws.close(1008, "too far behind"))
 
     async def write(self) -> None:
