@@ -26,6 +26,7 @@ import psycopg
 import pytest
 import websockets
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
+from realtime.types import ChannelEvents, RealtimeAcknowledgementStatus
 
 from attendance_kit import as_user
 from attendance_kit.connection import resolve_user
@@ -201,6 +202,35 @@ def test_the_client_rejoins_a_restarted_gateway(conn: psycopg.Connection, db_url
         return listener
 
     assert asyncio.run(scenario()).records() == [SAM.id]
+
+
+def test_broadcast_reaches_the_topic_s_other_clients_and_the_sender_with_self_and_an_ack(
+        conn: psycopg.Connection, gateway: Gateway) -> None:
+    async def scenario() -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        ada = AsyncRealtimeClient(gateway.url, token_for(conn, ADA.email), auto_reconnect=False)
+        sam = AsyncRealtimeClient(gateway.url, token_for(conn, SAM.email), auto_reconnect=False)
+        olive = AsyncRealtimeClient(gateway.url, token_for(conn, OLIVE.email), auto_reconnect=False)
+        heard: dict[str, list[Any]] = {"ada": [], "sam": [], "olive": []}
+        loud = ada.channel("room", {"config": {"broadcast": {"self": True, "ack": True}, "private": False}})
+        quiet = sam.channel("room")
+        elsewhere = olive.channel("another-room")
+        for name, channel in (("ada", loud), ("sam", quiet), ("olive", elsewhere)):
+            channel.on_broadcast("wave", heard[name].append)
+            await channel.subscribe()
+        acks: list[Any] = []
+        push = await loud.push(ChannelEvents.broadcast, {"type": "broadcast", "event": "wave", "payload": {"n": 1}})
+        push.receive(RealtimeAcknowledgementStatus.Ok, acks.append)
+        await quiet.send_broadcast("wave", {"n": 2})
+        await eventually(lambda: len(heard["ada"]) == 2 and heard["sam"] and acks)
+        await asyncio.sleep(0.3)
+        for client in (ada, sam, olive):
+            await client.close()
+        return heard["ada"], heard["sam"], heard["olive"], acks
+
+    ada, sam, olive, acks = asyncio.run(scenario())
+    assert [m["payload"]["n"] for m in ada] == [1, 2]  # her own, with `self`; and Sam's
+    assert [m["payload"]["n"] for m in sam] == [1]  # Ada's only: without `self`, not his own
+    assert olive == [] and len(acks) == 1  # the ack: a reply ok to the push
 
 
 def test_websocket_channels_counts_joins_leaves_and_a_killed_client(conn: psycopg.Connection, gateway: Gateway,
