@@ -1,7 +1,7 @@
 """The realtime change feed: Supabase Realtime's `postgres_changes`, run locally against real RLS.
 
 A change travels through five steps, each a module of this package (`Realtime`, in client.py, ties them together;
-`listen` and `render_event` there are what the command line calls):
+`listen` and `render_event` there are what the command line calls); a sixth carries it to Supabase's clients:
 
 1. **The slot** (feed.py: `ChangeFeed`). One connection owns a *temporary* logical replication slot with
    PostgreSQL's built-in `pgoutput` plugin. A temporary slot belongs to the session that created it and PostgreSQL
@@ -27,6 +27,11 @@ A change travels through five steps, each a module of this package (`Realtime`, 
 5. **Delivery** (delivery.py). Per poll: which rows each subscriber's subscriptions cover, the function run for
    them (with many subscribers split across a few connections that run in parallel), and the events, in commit
    order, built as Supabase Realtime builds them.
+6. **The gateway** (gateway.py, the outermost layer: sockets and protocol only). Supabase Realtime's WebSocket
+   protocol (protocol.py: both serializers) in front of one `Realtime`, so Supabase's own clients subscribe as to
+   a Supabase project: tokens checked as Supabase checks them (tokens.py), each channel's `postgres_changes`
+   entries subscribed as one subscriber, one frame per channel per change; websocket_channels kept equal to the
+   connected clients (channels.py).
 
 What reaches whom follows Supabase Realtime's delivery SQL (`realtime.apply_rls`), and a side-by-side run of the
 two on the same changes gives the same deliveries: a DELETE is not checked against RLS and reaches every
