@@ -38,6 +38,7 @@ TEMPLATE_PREFIX = "kit_template_"
 SCRATCH_PREFIX = "kit_scratch_"
 # One builder of templates and lesson databases at a time per server (parallel test workers share templates).
 LOCK_KEY = 4_736_003
+MARK = "made by attendance-kit: dropped and made afresh at each run"  # the comment on every database it makes
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,10 @@ def _build_template(admin: psycopg.Connection, server: str, template: str, conte
     if _exists(admin, template):
         return
     kind = template.rsplit("_", 1)[0] + "_"
-    for (stale,) in admin.execute("select datname from pg_database where starts_with(datname, %s)", [kind]).fetchall():
-        _drop(admin, stale)
+    stale = admin.execute("select datname from pg_database where starts_with(datname, %s) "
+                          "and shobj_description(oid, 'pg_database') = %s", [kind, MARK]).fetchall()
+    for (name,) in stale:
+        _drop(admin, name)
     building = template + "_building"
     _recreate(admin, building, "template0")
     with connect(url_with_database(server, building)) as conn:
@@ -168,9 +171,15 @@ def _build_template(admin: psycopg.Connection, server: str, template: str, conte
 
 
 def _recreate(admin: psycopg.Connection, name: str, template: str) -> None:
+    """Drop `name` (only if the kit made it: never a database of the user's that happens to share the name) and
+    create it again from `template`, marked as the kit's."""
+    if _exists(admin, name) and _comment(admin, name) != MARK:
+        raise KitError(f"database {name} exists on this server but was not made by attendance-kit, which drops and "
+                       f"re-creates {name}: rename yours, or drop it if it is an old lesson of the kit's")
     try:
         _drop(admin, name)
         admin.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template)))
+        admin.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(MARK)))
     except psycopg.errors.InsufficientPrivilege as error:
         raise KitError(f"cannot make database {name} afresh: {one_line(error)} (the lessons and benchmarks need a "
                        "role that may create databases, e.g. the kit's cluster's or Supabase's postgres)") from None
@@ -182,6 +191,11 @@ def _drop(admin: psycopg.Connection, name: str) -> None:
     admin.execute("select pg_terminate_backend(active_pid) from pg_replication_slots "
                   "where database = %s and active_pid is not null", [name])
     admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def _comment(admin: psycopg.Connection, name: str) -> str | None:
+    return admin.execute("select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
+                         [name]).fetchone()[0]
 
 
 def _exists(admin: psycopg.Connection, name: str) -> bool:

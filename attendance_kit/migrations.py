@@ -104,8 +104,8 @@ def check_ledger(recorded: dict[str, str], migrations: list[Migration]) -> None:
                      + [f"sql/{name} no longer exists" for name in gone])
     raise KitError(f"this database was migrated from other versions of sql/ ({what}): if you edited an applied "
                    "file, restore it and put the change in a new migration file; if the kit's sql/ changed, start "
-                   "the database over: `./kit db reset` for the kit's own cluster, or drop and recreate a database "
-                   "of your own")
+                   "the database over: `./kit db reset` for the kit's own cluster (it drops every database in it, your "
+                   "own tables and rows included), or drop and recreate a database of your own")
 
 
 def execute_sql(conn: psycopg.Connection, name: str, text: str) -> None:

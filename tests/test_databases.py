@@ -80,6 +80,21 @@ def test_an_unknown_step_is_one_line(empty_db: str) -> None:
         start_lesson(LESSON, through="099_nothing.sql", server_url=empty_db)
 
 
+def test_a_database_of_the_users_with_a_lesson_s_name_is_never_dropped(empty_db: str) -> None:
+    theirs = f"{LESSON}_theirs"
+    with connect(empty_db) as conn:
+        conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(theirs)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(theirs)))
+    with connect(url_with_database(empty_db, theirs)) as conn:
+        conn.execute("create table precious (note text); insert into precious values ('keep me')")
+    with pytest.raises(KitError, match=f"database {theirs} exists on this server but was not made by attendance-kit"):
+        start_lesson(theirs, server_url=empty_db)
+    with connect(url_with_database(empty_db, theirs)) as conn:
+        assert conn.execute("select note from precious").fetchall() == [("keep me",)]
+    start_lesson(LESSON, server_url=empty_db)  # the kit's own lesson, made twice: dropped and made again
+    start_lesson(LESSON, server_url=empty_db)
+
+
 def test_a_scratch_database_is_dropped_even_when_the_block_is_interrupted(empty_db: str) -> None:
     with pytest.raises(KeyboardInterrupt), scratch_database(empty_db, "all", demo_data=True) as scratch:
         name = scratch.rsplit("/", 1)[1]
