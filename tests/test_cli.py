@@ -47,6 +47,19 @@ def test_migrate_twice_applies_nothing_the_second_time(empty_db: str) -> None:
         assert conn.execute("select count(*) from auth.users").fetchone()[0] == 7
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(db_url: str) -> None:
+    """`./kit realtime token ... | head -c0`, `./kit listen ... | head`: no BrokenPipeError traceback."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run([sys.executable, "-m", "attendance_kit.cli", "realtime", "token", "--as",
+                                 "sam@attendance-kit.test", "--database-url", db_url],
+                                stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_a_wrong_url_is_one_line_without_the_password() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
