@@ -69,8 +69,9 @@ begin
 end;
 $$;
 
--- The ids `query` returns as `who`, sorted; null when `who` may not run it at all.
-create function pg_temp.visible(who text, query text) returns uuid[] language plpgsql as $$
+-- The ids `query` returns as `who`, sorted, as text ('{}' for none); 'denied' when `who` may not run it at all;
+-- else the error, so an unexpected one fails its assertion rather than the file.
+create function pg_temp.visible(who text, query text) returns text language plpgsql as $$
 declare
     ids uuid[];
 begin
@@ -81,9 +82,11 @@ begin
         raise exception using errcode = 'P0001', message = ids::text;
     exception
         when sqlstate 'P0001' then
-            return sqlerrm::uuid[];
+            return sqlerrm;
         when insufficient_privilege then
-            return null;
+            return 'denied';
+        when others then
+            return 'error: ' || sqlerrm;
     end;
 end;
 $$;
@@ -145,9 +148,9 @@ def _assertion(contract: Contract, check: Check) -> str:
         return (f"select is(pg_temp.attempt({_literal(who)}, $check${contract.fill(check.statement)}$check$), "
                 f"{_literal(check.expected)}, {message});")
     if check.expected == "denied":
-        return f"select is(pg_temp.visible({_literal(who)}, {_literal(check.statement)}), null, {message});"
+        return f"select is(pg_temp.visible({_literal(who)}, {_literal(check.statement)}), 'denied', {message});"
     condition = {"all": "true", "none": "false"}.get(check.expected, check.expected)
-    expected = (f"(select coalesce(array_agg(id order by id), '{{}}') from public.{check.table} "
+    expected = (f"(select coalesce(array_agg(id order by id), '{{}}')::text from public.{check.table} "
                 f"where {contract.fill(condition)})")
     return f"select is(pg_temp.visible({_literal(who)}, {_literal(check.statement)}), {expected}, {message});"
 
