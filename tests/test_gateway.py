@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,45 @@ asyncio.run(main())
         killed.wait()
 
 
+def test_a_stopped_gateway_counts_its_clients_out_and_two_on_free_ports_keep_their_own_counts(
+        conn: psycopg.Connection, db_url: str) -> None:
+    async def scenario() -> list[int]:
+        seen = []
+        first = await asyncio.to_thread(Gateway(db_url, port=0, poll_interval=0.05).start)
+        listeners = [Listener(first, token_for(conn, who)) for who in (ADA.email, SAM.email, TESS.email)]
+        for listener in listeners:
+            await listener.join()
+        await eventually(lambda: counts(conn).get("lobby") == 3)
+        second = await asyncio.to_thread(Gateway(db_url, port=0, poll_interval=0.05).start)  # another port
+        seen.append(counts(conn)["lobby"])  # its start took back nothing of the first's
+        await asyncio.to_thread(first.stop)
+        seen.append(counts(conn)["lobby"])  # the first, stopped, counted its three out
+        await asyncio.to_thread(second.stop)
+        for listener in listeners:
+            await listener.client.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [3, 0]
+
+
+def test_two_quick_refreshes_leave_one_subscription(conn: psycopg.Connection, gateway: Gateway) -> None:
+    open_lectures(conn)
+
+    async def scenario() -> Listener:
+        listener = Listener(gateway, token_for(conn, ADA.email))
+        await listener.join()
+        await listener.client.set_auth(token_for(conn, ADA.email, expires_in=3000))
+        await listener.client.set_auth(token_for(conn, ADA.email, expires_in=2000))
+        await asyncio.sleep(0.5)
+        check_in(conn, SAM.email)
+        await eventually(lambda: listener.changes)
+        await asyncio.sleep(0.5)  # a second copy would have arrived by now
+        await listener.client.close()
+        return listener
+
+    assert asyncio.run(scenario()).records() == [SAM.id]
+
+
 def test_a_gateway_killed_and_started_again_takes_back_only_its_own_counts(
         conn: psycopg.Connection, db_url: str) -> None:
     conn.execute("insert into websocket_channels (session_id, channel_name, active_connections) "
@@ -366,6 +406,8 @@ def test_a_bad_connect_token_is_refused_before_the_upgrade(conn: psycopg.Connect
     assert asyncio.run(attempt(forged)) == (401, {"error": "Failed to validate JWT signature"})
     status, body = asyncio.run(attempt(expired))
     assert status == 401 and body["error"].startswith("Token has expired")
+    endless = sign({"role": "anon", "exp": float("inf")})  # signed with the public default secret: still refused
+    assert asyncio.run(attempt(endless)) == (401, {"error": "Fields `exp` and `iat` must be numbers"})
 
 
 def test_joins_that_supabase_refuses_get_its_errors_and_the_socket_stays_usable(
@@ -404,6 +446,49 @@ def test_joins_that_supabase_refuses_get_its_errors_and_the_socket_stays_usable(
                                                       "public.attendance_records that role authenticated may select")
     assert answers[6] == {"status": "error", "response": {"reason": "unmatched topic"}}
     assert answers[7] == "ok"
+
+
+def test_what_json_allows_but_a_peer_cannot_take_never_reaches_the_others(
+        conn: psycopg.Connection, gateway: Gateway) -> None:
+    """A lone surrogate (valid JSON, unencodable as UTF-8) and NaN (Python's JSON, not JavaScript's)."""
+    async def scenario() -> tuple[Any, Any, Any]:
+        token = token_for(conn, SAM.email)
+        sender, receiver = await raw(gateway, token), await raw(gateway, token, "2.0.0")
+        for ws, join in ((sender, {"topic": "realtime:room", "event": "phx_join", "payload": {}, "ref": "1"}),
+                         (receiver, ["1", "1", "realtime:room", "phx_join", {}])):
+            await ws.send(json.dumps(join))
+            await asyncio.wait_for(ws.recv(), 10)
+        await sender.send('{"topic":"realtime:room","event":"broadcast","ref":"2","payload":'
+                          '{"type":"broadcast","event":"odd","payload":{"text":"\\ud800","n":NaN}}}')
+        await sender.send('{"topic":"realtime:room","event":"broadcast","ref":"3","payload":'
+                          '{"type":"broadcast","event":"odd","payload":{"text":"\\ud800"}}}')
+        received = json.loads(await asyncio.wait_for(receiver.recv(), 10))
+        await sender.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "4"}))
+        heartbeat = await reply_to(sender, "4")
+        for ws in (sender, receiver):
+            await ws.close()
+        return received, heartbeat, receiver.close_code
+
+    received, heartbeat, _ = asyncio.run(scenario())
+    assert received == [None, None, "realtime:room", "broadcast",  # the NaN frame was dropped, as malformed
+                        {"type": "broadcast", "event": "odd", "payload": {"text": "\ud800"}}]
+    assert heartbeat["payload"]["status"] == "ok"  # both sockets carried on
+
+
+def test_an_in_filter_of_more_than_a_hundred_values_is_refused(conn: psycopg.Connection, gateway: Gateway) -> None:
+    async def scenario() -> str:
+        ws = await raw(gateway, token_for(conn, ADA.email))
+        values = ",".join(str(uuid.UUID(int=i)) for i in range(101))
+        await ws.send(json.dumps({"topic": "realtime:many", "event": "phx_join", "ref": "1", "payload": {
+            "config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "attendance_records",
+                                             "filter": f"id=in.({values})"}]}}}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if message["event"] == "system":
+                await ws.close()
+                return message["payload"]["message"]
+
+    assert asyncio.run(scenario()).endswith("too many values for `in` filter. Maximum 100")
 
 
 def test_garbage_floods_and_oversized_frames_end_only_their_own_socket(

@@ -534,6 +534,16 @@ def test_without_rls_a_change_is_delivered_without_looking_the_row_up(conn: psyc
         ("INSERT", {"id": 1, "note": "gone before the poll"}), ("DELETE", {"id": 1})]
 
 
+def test_a_value_python_has_no_type_for_arrives_as_its_text(conn: psycopg.Connection, db_url: str) -> None:
+    with Realtime(db_url) as realtime:
+        ada = realtime.subscribe(ADA.email, tables=["live_sessions"])
+        conn.execute("update live_sessions set ends_at = 'infinity' where id = %s", [ENGINES_LECTURE])
+        (event,) = realtime.poll()[ada]
+        conn.execute("update live_sessions set ends_at = null where id = %s", [ENGINES_LECTURE])
+        (after,) = realtime.poll()[ada]  # and the feed goes on
+    assert event["record"]["ends_at"] == "infinity" and after["record"]["ends_at"] is None
+
+
 def test_type_and_origin_messages_are_read_past(conn: psycopg.Connection, db_url: str) -> None:
     # A user-defined type makes pgoutput send a Type message before the Relation; a transaction replayed
     # under a replication origin adds an Origin message. Enum values load as text, a domain as its base type.

@@ -161,5 +161,11 @@ class _Types:
             if not full and not column.in_identity:
                 continue
             row[column.name] = value if value is None or value is UNCHANGED_TOAST else (
-                self._loaders[column.type_oid].load(value))
+                self._load(column.type_oid, value))
         return row
+
+    def _load(self, oid: int, value: bytes) -> Any:
+        try:
+            return self._loaders[oid].load(value)
+        except psycopg.DataError:  # a value Python has no type for ('infinity' as a time): its text, as to_jsonb
+            return value.decode()

@@ -15,9 +15,12 @@ kept by channels.py. The wire format is protocol.py's. Here:
 - `_Channel`: a joined topic: its `postgres_changes` entries and their ids, its token's claims and expiry, its
   broadcast settings, its subscriber in the feed.
 - `_FeedThread`: the one `Realtime` of the gateway, on its own thread: every database call (subscribing,
-  re-subscribing with refreshed claims, websocket_channels) runs there, in turn, between polls, so all sockets
-  share one connection (plus delivery's lanes); each poll's deliveries come back to the event loop in one batch
-  and go out as one frame per channel per change, with the ids of the entries it answers.
+  re-subscribing with refreshed claims, websocket_channels) runs there as a command, in turn, between polls, so
+  all sockets share one connection (plus delivery's lanes). The feed's side of a channel (its subscriber, whether
+  it is counted in websocket_channels) is touched only there, so a command meets the state the commands before it
+  left, whatever the sockets do meanwhile. Each poll's deliveries come back to the event loop in one batch, per
+  channel, and go out as one frame per channel per change, with the ids of the entries it answers. A feed that
+  cannot go on stops the gateway (its error is `serve`'s) rather than leave it hanging.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import queue
 import socket
 import threading
 import time
-import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -60,6 +63,8 @@ IDLE_TIMEOUT = 60.0  # Supabase closes a socket that sent nothing for a minute
 MAX_FRAME_BYTES = 5 * 1024 * 1024  # Supabase's max_frame_size
 MAX_MESSAGES_PER_SECOND = 100  # Supabase's default max_events_per_second
 MAX_QUEUED_FRAMES = 20_000  # a client this far behind is closed rather than buffered without end
+MAX_QUEUED_BYTES = 16 * 1024 * 1024  # ... or this many bytes behind
+MAX_CHANNELS_PER_SOCKET = 100  # Supabase's max_channels_per_client
 
 
 class Gateway:
@@ -78,9 +83,10 @@ class Gateway:
         self.jwt_secret = jwt_secret
         self.publication = publication
         self.poll_interval = poll_interval
-        self.name = f"{socket.gethostname()}:{port}"  # whose counts websocket_channels' bookkeeping holds
+        self.name = ""  # whose counts websocket_channels' bookkeeping holds: host:port, once listening
         self.topics: dict[str, set[_Channel]] = defaultdict(set)  # for broadcasts
-        self.by_subscriber: dict[Subscriber, _Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # subscriptions under way (held, so none is collected)
+        self._failure: BaseException | None = None
         self._feed: _FeedThread | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,12 +111,22 @@ class Gateway:
         try:
             async with await self._listen() as server:
                 self.port = next(iter(server.sockets)).getsockname()[1]  # port 0: the one the system chose
+                self.name = f"{socket.gethostname()}:{self.port}"
+                await self._feed_call(_reconcile, self.name)  # before any client: take back a crash's counts
                 if on_listening is not None:
                     on_listening()
                 await self._stopping.wait()
         finally:
-            self._feed.stop()
+            self._feed.stop()  # after the server closed: the sockets' last commands are queued before it
             await asyncio.to_thread(self._feed.join)
+        if self._failure is not None:
+            raise KitError(f"the gateway stopped: its change feed failed: {one_line(self._failure)}")
+
+    def _fail(self, error: BaseException) -> None:
+        """The feed cannot go on: stop serving, and say why."""
+        self._failure = error
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def _listen(self) -> Server:
         try:
@@ -228,6 +244,10 @@ class Gateway:
             return
         if message.topic in connection.channels:  # joining again replaces the channel
             self._close(connection.channels[message.topic])
+        if len(connection.channels) >= MAX_CHANNELS_PER_SOCKET:
+            connection.send(protocol.reply(message, "error", {"reason": "ChannelRateLimitReached: Too many "
+                                                                        "channels"}))
+            return
         token = payload.get("access_token") or payload.get("user_token")
         if not isinstance(token, str) or token.startswith("sb_"):
             token = connection.token
@@ -248,35 +268,28 @@ class Gateway:
             {**entry, "id": id} if isinstance(entry, dict) else entry
             for entry, id in zip(entries, channel.ids, strict=True)]}))
         self._schedule_expiry(channel)
-        tracked = channels.session_channel(channel.topic)
-        if tracked is not None:
-            try:
-                channel.tracked = await self._feed_call(_count_in, self.name, *tracked)
-            except Exception as error:  # the channel works; only its count is missing
-                log.warning("realtime gateway: could not count a client in %s: %s", channel.topic, one_line(error))
+        if channels.session_channel(channel.topic) is not None:
+            self._feed_submit(_count_in, channel)
         if entries:
-            await self._subscribe(channel)
+            self._subscribe(channel, first=True)
 
-    async def _subscribe(self, channel: _Channel) -> None:
-        """(Re)create the channel's subscriber in the feed; say so, or why not, as Supabase's system message."""
-        old = channel.subscriber
-        try:
-            subscriber = await self._feed_call(_resubscribe, old, channel.claims, channel.entries)
-        except Exception as refused:  # ChannelRefused, with Supabase's message; else what went wrong
-            channel.subscriber = None
-            if old is not None:
-                self.by_subscriber.pop(old, None)
-            self._system(channel, "postgres_changes", "error", one_line(refused))
-            return
-        if old is not None:
-            self.by_subscriber.pop(old, None)
-        if not channel.open:  # left while the feed subscribed it
-            await self._feed_call(_unsubscribe, subscriber)
-            return
-        channel.subscriber = subscriber
-        self.by_subscriber[subscriber] = channel
-        if old is None:
-            self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")
+    def _subscribe(self, channel: _Channel, *, first: bool) -> None:
+        """(Re)subscribe the channel in the feed with its current claims, in the background (the socket's other
+        messages do not wait); say so, or why not, as Supabase's system message."""
+
+        async def subscribe() -> None:
+            try:
+                await self._feed_call(_resubscribe, channel, channel.claims, channel.entries)
+            except Exception as refused:  # ChannelRefused, with Supabase's message; else what went wrong
+                if channel.open:
+                    self._system(channel, "postgres_changes", "error", one_line(refused))
+                return
+            if first and channel.open:
+                self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")
+
+        task = asyncio.get_running_loop().create_task(subscribe())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _refresh(self, channel: _Channel, message: Message) -> None:
         """A new token for the channel: later deliveries use its claims; an invalid one ends the channel."""
@@ -290,8 +303,8 @@ class Gateway:
             return
         channel.token, channel.claims = token, claims
         self._schedule_expiry(channel)
-        if channel.subscriber is not None:
-            asyncio.get_running_loop().create_task(self._subscribe(channel))
+        if channel.entries:
+            self._subscribe(channel, first=False)
 
     def _schedule_expiry(self, channel: _Channel) -> None:
         if channel.expiry is not None:
@@ -325,12 +338,9 @@ class Gateway:
         self.topics[channel.topic].discard(channel)
         if not self.topics[channel.topic]:
             del self.topics[channel.topic]
-        if channel.subscriber is not None:
-            self.by_subscriber.pop(channel.subscriber, None)
-            self._feed_submit(_unsubscribe, channel.subscriber)
-        tracked = channels.session_channel(channel.topic)
-        if tracked is not None and channel.tracked:
-            self._feed_submit(_count_out, self.name, *tracked)
+        self._feed_submit(_unsubscribe, channel)
+        if channels.session_channel(channel.topic) is not None:
+            self._feed_submit(_count_out, channel)
 
     def _system(self, channel: _Channel, extension: str, status: str, text: str) -> None:
         channel.connection.send(Message(channel.topic, "system", {
@@ -347,11 +357,10 @@ class Gateway:
 
     # --- the feed's side ------------------------------------------------------------------------------------
 
-    def dispatch(self, delivered: dict[Subscriber, list[Delivered]]) -> None:
+    def dispatch(self, delivered: list[tuple[_Channel, list[Delivered]]]) -> None:
         """One poll's deliveries (on the event loop): a frame per channel per change, with its entries' ids."""
-        for subscriber, deliveries in delivered.items():
-            channel = self.by_subscriber.get(subscriber)
-            if channel is None or not channel.open:
+        for channel, deliveries in delivered:
+            if not channel.open:
                 continue
             for event, answered in deliveries:
                 ids = [channel.ids[i] for i in answered]
@@ -379,10 +388,11 @@ class _Channel:
     claims: dict[str, Any]
     broadcast_self: bool
     broadcast_ack: bool
-    subscriber: Subscriber | None = None
     expiry: asyncio.TimerHandle | None = None
-    tracked: bool = False  # counted in websocket_channels
-    open: bool = True
+    open: bool = True  # set by the event loop; the feed's commands read it
+    # The feed's side, touched only by its commands (on its thread):
+    subscriber: Subscriber | None = None
+    counted: bool = False  # in websocket_channels' active_connections
 
 
 @dataclass(eq=False)
@@ -394,23 +404,31 @@ class _Connection:
     channels: dict[str, _Channel] = field(default_factory=dict)
     outgoing: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_FRAMES))
     behind: bool = False  # its queue overflowed: it is being closed
+    queued_bytes: int = 0
     _window: float = 0.0
     _messages: int = 0
 
     def send(self, message: Message) -> None:
         if self.behind:
             return
+        frame = protocol.encode(message, self.vsn)
+        self.queued_bytes += len(frame)
         try:
-            self.outgoing.put_nowait(protocol.encode(message, self.vsn))
+            if self.queued_bytes > MAX_QUEUED_BYTES:
+                raise asyncio.QueueFull
+            self.outgoing.put_nowait(frame)
         except asyncio.QueueFull:
-            log.warning("realtime gateway: closing a client %d frames behind", MAX_QUEUED_FRAMES)
+            log.warning("realtime gateway: closing a client too far behind (%d frames, %d bytes)",
+                        self.outgoing.qsize(), self.queued_bytes)
             self.behind = True
             asyncio.get_running_loop().create_task(self.ws.close(1008, "too far behind"))
 
     async def write(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
-                await self.ws.send(await self.outgoing.get())
+                frame = await self.outgoing.get()
+                self.queued_bytes -= len(frame)
+                await self.ws.send(frame)
 
     def count_message(self) -> bool:
         """Count a received frame; False once this second's exceed Supabase's rate."""
@@ -433,6 +451,9 @@ class _Connection:
             await asyncio.sleep(0.01)
 
 
+_STOP = object()  # the feed's last command
+
+
 class _FeedThread(threading.Thread):
     """The gateway's `Realtime` and every database call, on one thread: commands between polls."""
 
@@ -441,86 +462,123 @@ class _FeedThread(threading.Thread):
         self.gateway = gateway
         self.ready = threading.Event()
         self.error: BaseException | None = None
-        self._commands: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any] | None]]
+        self.realtime: Realtime | None = None
+        self.channel_of: dict[Subscriber, _Channel] = {}
+        self._commands: queue.SimpleQueue[tuple[Any, tuple[Any, ...], asyncio.Future[Any] | None]]
         self._commands = queue.SimpleQueue()
-        self._stopped = threading.Event()
 
     def submit(self, function: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any] | None
                ) -> None:
         self._commands.put((function, args, future))
 
     def stop(self) -> None:
-        self._stopped.set()
-        self._commands.put((_nothing, (), None))  # wake it
+        """End after the commands queued so far (the sockets' last count-outs among them)."""
+        self._commands.put((_STOP, (), None))
 
     def run(self) -> None:
         gateway = self.gateway
         try:
-            realtime = Realtime(gateway.database_url, gateway.publication, poll_interval=gateway.poll_interval)
-            channels.reconcile(realtime.conn, gateway.name)
+            self.realtime = Realtime(gateway.database_url, gateway.publication, poll_interval=gateway.poll_interval)
         except BaseException as error:  # the gateway's start reports it
             self.error = error
             self.ready.set()
             return
         self.ready.set()
-        with realtime:
-            while not self._stopped.is_set():
-                try:
-                    self._run_commands(realtime, wait=0.0)
-                    delivered = realtime.poll_delivered()
-                except KitError as error:  # the feed's connection is gone: nothing more can be delivered
-                    log.error("realtime gateway: %s", error)
-                    gateway._loop.call_soon_threadsafe(gateway._stopping.set)
-                    return
-                if delivered:
-                    gateway._loop.call_soon_threadsafe(gateway.dispatch, delivered)
-                if not realtime.last_poll_changes:
-                    self._run_commands(realtime, wait=gateway.poll_interval)
+        with self.realtime:
+            try:
+                while self._run_commands(wait=0.0):
+                    delivered = self.realtime.poll_delivered()
+                    batch = [(self.channel_of[s], d) for s, d in delivered.items() if s in self.channel_of]
+                    if batch:
+                        gateway._loop.call_soon_threadsafe(gateway.dispatch, batch)
+                    if not self.realtime.last_poll_changes and not self._run_commands(wait=gateway.poll_interval):
+                        break
+            except Exception as error:  # the feed cannot go on: the gateway stops rather than hang
+                log.error("realtime gateway: the change feed failed: %s", one_line(error))
+                _call_soon(gateway._loop, gateway._fail, error)
+            finally:
+                self._fail_queued()
 
-    def _run_commands(self, realtime: Realtime, wait: float) -> None:
-        """Run the queued commands; with `wait`, wait up to that long for the first."""
+    def _run_commands(self, wait: float) -> bool:
+        """Run the queued commands, waiting up to `wait` for the first; False once told to stop."""
         deadline = time.monotonic() + wait
-        while not self._stopped.is_set():
+        while True:
             try:
-                function, args, future = self._commands.get(timeout=max(0.0, deadline - time.monotonic())) \
-                    if wait else self._commands.get_nowait()
+                timeout = deadline - time.monotonic()
+                function, args, future = self._commands.get(timeout=timeout) if timeout > 0 else \
+                    self._commands.get_nowait()
             except queue.Empty:
-                return
-            wait = 0.0  # after the first, only what is queued already
+                return True
+            deadline = 0.0  # after the first, only what is queued already
+            if function is _STOP:
+                return False
             try:
-                result, error = function(realtime, *args), None
+                result, error = function(self, *args), None
             except Exception as failure:  # handed to the caller; never ends the feed
                 result, error = None, failure
                 if future is None:
                     log.warning("realtime gateway: %s", one_line(failure))
             if future is not None:
-                self.gateway._loop.call_soon_threadsafe(_settle, future, result, error)
+                _call_soon(self.gateway._loop, _settle, future, result, error)
+
+    def _fail_queued(self) -> None:
+        """Whatever is still queued will not run: its callers hear so."""
+        while True:
+            try:
+                function, _args, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future is not None and function is not _STOP:
+                _call_soon(self.gateway._loop, _settle, future, None, KitError("the gateway is stopping"))
+
+    def forget(self, channel: _Channel) -> None:
+        if channel.subscriber is not None:
+            self.realtime.unsubscribe(channel.subscriber)
+            del self.channel_of[channel.subscriber]
+            channel.subscriber = None
 
 
-def _resubscribe(realtime: Realtime, old: Subscriber | None, claims: dict[str, Any], entries: list[Any]
-                 ) -> Subscriber:
-    """A channel's subscriber for these claims, in place of the old one (from the same poll on)."""
-    subscriber = realtime.subscribe_channel(claims, entries)
-    if old is not None and old in realtime.subscribers:
-        realtime.unsubscribe(old)
-    return subscriber
+# The feed's commands: each runs on its thread, in turn, with the state the commands before it left.
+
+def _resubscribe(feed: _FeedThread, channel: _Channel, claims: dict[str, Any], entries: list[Any]) -> None:
+    """The channel's subscriber for these claims, in place of its old one (from the next poll on); on a refusal,
+    none."""
+    feed.forget(channel)
+    if channel.open:
+        channel.subscriber = feed.realtime.subscribe_channel(claims, entries)
+        feed.channel_of[channel.subscriber] = channel
 
 
-def _unsubscribe(realtime: Realtime, subscriber: Subscriber) -> None:
-    if subscriber in realtime.subscribers:
-        realtime.unsubscribe(subscriber)
+def _unsubscribe(feed: _FeedThread, channel: _Channel) -> None:
+    feed.forget(channel)
 
 
-def _count_in(realtime: Realtime, gateway: str, session: uuid.UUID, name: str) -> bool:
-    return channels.joined(realtime.conn, gateway, session, name)
+def _count_in(feed: _FeedThread, channel: _Channel) -> None:
+    if channel.open and not channel.counted:
+        session, name = channels.session_channel(channel.topic)
+        channel.counted = channels.joined(feed.realtime.conn, feed.gateway.name, session, name)
 
 
-def _count_out(realtime: Realtime, gateway: str, session: uuid.UUID, name: str) -> None:
-    channels.left(realtime.conn, gateway, session, name)
+def _count_out(feed: _FeedThread, channel: _Channel) -> None:
+    if channel.counted:
+        session, name = channels.session_channel(channel.topic)
+        channels.left(feed.realtime.conn, feed.gateway.name, session, name)
+        channel.counted = False
 
 
-def _nothing(realtime: Realtime) -> None:
-    pass
+def _reconcile(feed: _FeedThread, gateway: str) -> None:
+    try:
+        channels.reconcile(feed.realtime.conn, gateway)
+    except psycopg.errors.UndefinedTable:
+        raise KitError("this database lacks the gateway's bookkeeping (sql/007_realtime_gateway.sql): apply the "
+                       "migrations ({command})", command="migrate") from None
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop | None, callback: Callable[..., Any], *args: Any) -> None:
+    """On the event loop, unless it has ended already (then nobody is waiting)."""
+    if loop is not None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback, *args)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .subscriptions import json_value
+from .subscriptions import wire_json
 
 VERSIONS = ("1.0.0", "2.0.0")
 
@@ -41,8 +41,8 @@ def decode(frame: str | bytes, vsn: str) -> Message:
     if isinstance(frame, bytes):
         raise BadFrame("binary frames are not decoded")
     try:
-        data = json.loads(frame)
-    except ValueError:
+        data = json.loads(frame, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         raise BadFrame("not JSON") from None
     if vsn == "2.0.0":
         if not (isinstance(data, list) and len(data) == 5):
@@ -59,11 +59,15 @@ def decode(frame: str | bytes, vsn: str) -> Message:
 
 
 def encode(message: Message, vsn: str) -> str:
+    """ASCII JSON, so a lone surrogate a client sent (which JSON allows) still encodes for the others."""
     if vsn == "2.0.0":
-        return json.dumps([message.join_ref, message.ref, message.topic, message.event, message.payload],
-                          ensure_ascii=False, separators=(",", ":"), default=json_value)
-    return json.dumps({"topic": message.topic, "event": message.event, "payload": message.payload,
-                       "ref": message.ref}, ensure_ascii=False, separators=(",", ":"), default=json_value)
+        return wire_json([message.join_ref, message.ref, message.topic, message.event, message.payload])
+    return wire_json({"topic": message.topic, "event": message.event, "payload": message.payload,
+                      "ref": message.ref})
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")  # Python takes NaN and Infinity; JavaScript's JSON.parse does not
 
 
 def reply(to: Message, status: str, response: Any) -> Message:

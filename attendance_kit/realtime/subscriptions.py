@@ -14,6 +14,7 @@ an event is a change as one subscriber receives it (only the columns it may sele
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -64,8 +65,31 @@ class Delivered(NamedTuple):
 
 
 def event_json(event: Event | dict[str, Any]) -> str:
-    """The event (or any of its values) as JSON, values written as PostgreSQL's `to_jsonb` writes them."""
-    return json.dumps(event, default=json_value, ensure_ascii=False)
+    """The event (or any of its values) as JSON, values written as PostgreSQL's `to_jsonb` writes them (a
+    non-finite number as a string, "NaN" or "Infinity")."""
+    return _json(event, ensure_ascii=False, separators=(", ", ": "))
+
+
+def wire_json(value: Any) -> str:
+    """As `event_json`, compact and ASCII only: for the wire."""
+    return _json(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _json(value: Any, **options: Any) -> str:
+    try:
+        return json.dumps(value, default=json_value, allow_nan=False, **options)
+    except ValueError:  # a float NaN or infinity somewhere: JSON has none
+        return json.dumps(_finite(value), default=json_value, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def json_value(value: Any) -> Any:
@@ -77,6 +101,8 @@ def json_value(value: Any) -> Any:
             text = f"{head}.{rest[:6].rstrip('0')}{rest[6:]}"
         return text
     if isinstance(value, Decimal):  # a JSON number, as to_jsonb writes numeric (exact to 15 digits)
+        if not value.is_finite():
+            return str(value)  # NaN, Infinity: a string, as to_jsonb writes them
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
@@ -187,8 +213,10 @@ def _entry(conn: psycopg.Connection, publication: str, role: str, entry: Any) ->
     events = frozenset([event]) if event in EVENT_TYPES else frozenset(EVENT_TYPES)  # Supabase: unknown is *
     schema, table = str(entry.get("schema", "public")), str(entry.get("table", "*"))
     text = entry.get("filter")
+    if text is not None and not isinstance(text, str):
+        raise ChannelRefused(f"Error parsing `filter` params: {json.dumps(text)}")
     parsed = None
-    if isinstance(text, str) and text.strip():
+    if text and text.strip():
         try:
             parsed = _parsed_filter(text)
         except KitError as error:
@@ -285,9 +313,12 @@ def _filter(conn: psycopg.Connection, schema: str, table: str, role: str, parsed
     if operator in ("lt", "lte", "gt", "gte") and category == "S":
         raise KitError(f"filter {text!r}: ordering text depends on the collation; use eq, neq or in")
     texts = [v.strip().strip('"') for v in raw[1:-1].split(",")] if operator == "in" else [raw]
-    cast = sql.SQL("select %s::text::{}::text").format(sql.SQL(type_sql))
+    if len(texts) > 100:
+        raise KitError("too many values for `in` filter. Maximum 100")  # Supabase's words and limit
+    cast = sql.SQL("select array(select v::{}::text from unnest(%s::text[]) with ordinality u (v, n) "
+                   "order by n)").format(sql.SQL(type_sql))
     try:
-        canonical = [conn.execute(cast, [value]).fetchone()[0] for value in texts]
+        canonical = conn.execute(cast, [texts]).fetchone()[0]
     except psycopg.DataError as error:
         raise KitError(f"filter {text!r}: {str(error).splitlines()[0]}") from None
     loader = (conn.adapters.get_loader(type_oid, Format.TEXT)

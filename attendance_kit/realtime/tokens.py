@@ -7,6 +7,7 @@ in it; `verify` checks a token as Supabase Realtime does and names what is wrong
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -49,19 +50,23 @@ def token_for(conn: psycopg.Connection, who: str | uuid.UUID, secret: str = DEFA
 def verify(token: str, secret: str = DEFAULT_JWT_SECRET) -> dict[str, Any]:
     """The token's claims, or `TokenRefused` with Supabase Realtime's reason."""
     try:
-        claims = jwt.decode(token, secret, algorithms=ALGORITHMS, options={"verify_exp": False, "verify_aud": False,
-                                                                           "verify_iat": False})
+        claims = jwt.decode(token, secret, algorithms=ALGORITHMS, options={
+            "verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False})  # checked below
     except jwt.InvalidSignatureError:
         raise TokenRefused("JwtSignatureError", "Failed to validate JWT signature") from None
     except jwt.PyJWTError:
         raise TokenRefused("MalformedJWT", "The token provided is not a valid JWT") from None
     if not isinstance(claims, dict) or "role" not in claims or "exp" not in claims:
         raise TokenRefused("InvalidJWTToken", "Fields `role` and `exp` are required in JWT")
-    expiry = claims["exp"]
-    if not isinstance(expiry, (int, float)) or isinstance(expiry, bool) or (
-            "iat" in claims and (not isinstance(claims["iat"], (int, float)) or isinstance(claims["iat"], bool))):
+    if not _a_time(claims["exp"]) or ("iat" in claims and not _a_time(claims["iat"])):
         raise TokenRefused("InvalidJWTToken", "Fields `exp` and `iat` must be numbers")
-    expired_for = int(time.time() - expiry)
+    expired_for = int(time.time() - claims["exp"])
     if expired_for >= 0:
         raise TokenRefused("InvalidJWTToken", f"Token has expired {expired_for} seconds ago")
     return claims
+
+
+def _a_time(value: Any) -> bool:
+    """A number of seconds since 1970 that a clock could show (not NaN, not 10**400)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        0 <= value < 1e11)
