@@ -16,6 +16,7 @@ import asyncio
 import json
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -32,19 +33,30 @@ TABLES = ("attendance_records", "session_analytics")
 
 
 def gateway(clients: int = 500, rates: tuple[int, ...] = (1000, 3000), seconds: float = 5.0,
-            database_url: str | None = None) -> dict[str, Any]:
-    with Load(database_url, changes=sum(rates) * seconds * 2) as load:
+            database_url: str | None = None, runs: int = 2) -> dict[str, Any]:
+    """Per rate, `runs` alternating pairs (the gateway, then the feed in-process; the table grows as they go),
+    and the ratio of their median p95s."""
+    with Load(database_url, changes=sum(rates) * seconds * 2 * runs) as load:
         result = load.describe(seconds)
         with _Served(load.url) as served:
             result["gateway_idle_kib_per_connection"] = asyncio.run(_idle_memory(served, load, clients))
         for rate in rates:
-            figures = {"in process": in_process(load, clients, rate, seconds)}  # no gateway running meanwhile
-            with _Served(load.url) as served:
-                figures["through the gateway"] = asyncio.run(_through_gateway(served, load, clients, rate, seconds))
+            figures: dict[str, Any] = {}
+            for run in range(1, runs + 1):
+                with _Served(load.url) as served:
+                    figures[f"through the gateway, run {run}"] = asyncio.run(
+                        _through_gateway(served, load, clients, rate, seconds))
+                figures[f"in process, run {run}"] = in_process(load, clients, rate, seconds)  # no gateway beside
             result[f"{clients} subscribers @ {rate}/s"] = figures
+            result[f"gateway p95 / in-process p95 @ {rate}/s (medians)"] = round(
+                _median_p95(figures, "through the gateway") / _median_p95(figures, "in process"), 2)
         result["target"] = ("500 WebSocket clients: >= 1000 changes/s delivered, p95 <= 250 ms commit to client, "
                             "<= 30% over the in-process p95; idle connection <= 50 KiB")
         return result
+
+
+def _median_p95(figures: dict[str, Any], side: str) -> float:
+    return statistics.median(run["p95_ms"] for name, run in figures.items() if name.startswith(side))
 
 
 class _Served:
