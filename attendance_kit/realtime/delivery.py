@@ -254,14 +254,18 @@ class Delivery:
             decided[s].update(dict.fromkeys(tables[t].key_positions[poll.member_group[s]][n]))
         by_oid = {rows.plan.oid: rows for rows in tables}
         unasked: dict[tuple[int, str], dict[int, str | None]] = {}  # per group and role
+        events: dict[tuple[int, str, str | None], Event] = {}  # a change reads the same to every one of a role
         for s, subscriber in enumerate(poll.subscribers):
             group, role = poll.member_group[s], subscriber.role
             if (group, role) not in unasked:
                 unasked[group, role] = poll.unasked(group, role, by_oid)
             for position, error in (decided[s] | unasked[group, role]).items():
-                change = poll.changes[position]
-                plan = by_oid[change.relation.oid].plan
-                event = self._event(change, poll.values[position], plan, plan.access[role], error)
+                event = events.get((position, role, error))
+                if event is None:
+                    change = poll.changes[position]
+                    plan = by_oid[change.relation.oid].plan
+                    event = self._event(change, poll.values[position], plan, plan.access[role], error)
+                    events[position, role, error] = event
                 poll.events[s][position] = Delivered(event, poll.answered(group, position, error))
 
     def _event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None) -> Event:

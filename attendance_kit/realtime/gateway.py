@@ -52,7 +52,7 @@ from . import channels, protocol
 from .client import Realtime
 from .feed import POLL_INTERVAL
 from .protocol import BadFrame, Message
-from .subscriptions import Delivered, Subscriber, json_value
+from .subscriptions import Delivered, Subscriber, json_value, wire_json
 from .tokens import DEFAULT_JWT_SECRET, TokenRefused, verify
 
 log = logging.getLogger(__package__)
@@ -359,12 +359,16 @@ class Gateway:
 
     def dispatch(self, delivered: list[tuple[_Channel, list[Delivered]]]) -> None:
         """One poll's deliveries (on the event loop): a frame per channel per change, with its entries' ids."""
+        written: dict[int, str] = {}  # each event's JSON, once: one event serves all its role's subscribers
         for channel, deliveries in delivered:
             if not channel.open:
                 continue
             for event, answered in deliveries:
-                ids = [channel.ids[i] for i in answered]
-                channel.connection.send(Message(channel.topic, "postgres_changes", {"ids": ids, "data": event}))
+                data = written.get(id(event))
+                if data is None:
+                    data = written[id(event)] = wire_json(event)
+                channel.connection.queue(protocol.change_frame(
+                    channel.topic, [channel.ids[i] for i in answered], data, channel.connection.vsn))
 
     async def _feed_call(self, function: Callable[..., Any], *args: Any) -> Any:
         assert self._feed is not None and self._loop is not None
@@ -409,9 +413,12 @@ class _Connection:
     _messages: int = 0
 
     def send(self, message: Message) -> None:
+        self.queue(protocol.encode(message, self.vsn))
+
+    def queue(self, frame: str) -> None:
+        """A frame to write, in turn; a client too far behind is closed instead."""
         if self.behind:
             return
-        frame = protocol.encode(message, self.vsn)
         self.queued_bytes += len(frame)
         try:
             if self.queued_bytes > MAX_QUEUED_BYTES:

@@ -66,6 +66,15 @@ def encode(message: Message, vsn: str) -> str:
                       "ref": message.ref})
 
 
+def change_frame(topic: str, ids: list[int], data: str, vsn: str) -> str:
+    """A `postgres_changes` push, its `data` already JSON: a change is written once for all who receive it alike,
+    not once per frame. The same text `encode` writes."""
+    payload = f'{{"ids":{wire_json(ids)},"data":{data}}}'
+    if vsn == "2.0.0":
+        return f'[null,null,{wire_json(topic)},"postgres_changes",{payload}]'
+    return f'{{"topic":{wire_json(topic)},"event":"postgres_changes","payload":{payload},"ref":null}}'
+
+
 def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")  # Python takes NaN and Infinity; JavaScript's JSON.parse does not
 

@@ -49,7 +49,8 @@ class Event(_EventKeys, total=False):
 
     `record`, the new row, only with INSERT and UPDATE; `old_record`, what the replica identity logged of the old
     row (the primary key by default; of a DELETE under RLS, the primary key alone), only with UPDATE and DELETE.
-    Values are Python values, as a SELECT returns them; `event_json` writes them as Supabase does.
+    Values are Python values, as a SELECT returns them; `event_json` writes them as Supabase does. Subscribers of
+    one role receive the same object for a change: read it, do not change it.
     """
 
     record: dict[str, Any]
