@@ -87,7 +87,9 @@ class _Poll:
         for position, change in enumerate(self.changes):
             rows = by_oid.get(change.relation.oid)  # None: the table is gone, nobody can be authorised for it
             if rows is not None and change.type != "DELETE" and rows.plan.row_security:
-                rows.add(position, change, self.values[position][0], self.groups)
+                for group in range(len(self.groups)):
+                    if self.answered(group, position, None):
+                        rows.add(group, position, change)
         return tables
 
     def unasked(self, group: int, role: str, by_oid: dict[int, _TableRows]) -> dict[int, str | None]:
@@ -96,24 +98,23 @@ class _Poll:
         decided: dict[int, str | None] = {}
         for position, change in enumerate(self.changes):
             rows = by_oid.get(change.relation.oid)
-            covering = [s for s in self.groups[group] if s.covers(change.relation, change.type)]
-            if rows is None or not covering:
+            if rows is None or not any(s.covers(change.relation, change.type) for s in self.groups[group]):
                 continue
-            new, old = self.values[position]
             if change.type == "DELETE":
-                if _any_matches(covering, old):
+                if self.answered(group, position, None):
                     decided[position] = None
             elif not rows.plan.key:
                 decided[position] = NO_KEY
             elif not rows.plan.access[role].key_select:
                 decided[position] = UNAUTHORIZED
-            elif not rows.plan.row_security and _any_matches(covering, new):
+            elif not rows.plan.row_security and self.answered(group, position, None):
                 decided[position] = None
         return decided
 
     def answered(self, group: int, position: int, error: str | None) -> tuple[int, ...]:
-        """The indexes of the group's subscriptions a delivered change answers (with a 400 or 401 error, every
-        one that covers it: Supabase applies no filter then)."""
+        """The indexes of the group's subscriptions a change answers: those that cover it and whose filter matches
+        (`Subscription.matches`: a DELETE's on the logged old row); with a 400 or 401 error, every one that covers
+        it, as Supabase applies no filter then."""
         change, (new, old) = self.changes[position], self.values[position]
         return tuple(i for i, s in enumerate(self.groups[group]) if s.covers(change.relation, change.type)
                      and (error is not None or s.matches(change.type, new, old)))
@@ -132,15 +133,12 @@ class _TableRows:
         # [group]: key number -> the positions of the changes with that key which the group covers
         self.key_positions: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(groups)]
 
-    def add(self, position: int, change: Change, new: dict[str, Any], groups: list[tuple[Subscription, ...]]
-            ) -> None:
+    def add(self, group: int, position: int, change: Change) -> None:
+        """The group covers this change: its new row's key is to be asked about."""
         key = self._key(change)
-        if key is None:
-            return
-        for g, subscriptions in enumerate(groups):
-            if _any_matches([s for s in subscriptions if s.covers(change.relation, change.type)], new):
-                number = self.keys.setdefault(key, len(self.keys) + 1)
-                self.key_positions[g][number].append(position)
+        if key is not None:
+            number = self.keys.setdefault(key, len(self.keys) + 1)
+            self.key_positions[group][number].append(position)
 
     def _key(self, change: Change) -> tuple[str | None, ...] | None:
         """The new row's primary key as text, or None when it cannot be looked up."""
@@ -164,11 +162,6 @@ class _TableRows:
         else:
             arguments = [[list(key) for key in keys], []]
         return [*arguments, _mask(self.key_positions, len(keys))]
-
-
-def _any_matches(subscriptions: list[Subscription], row: dict[str, Any]) -> bool:
-    """A filter matches only a row that has its column: a DELETE's old row holds just the replica identity."""
-    return any(s.filter is None or s.filter.matches(row) for s in subscriptions)
 
 
 def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
