@@ -35,8 +35,8 @@ from attendance_kit.connection import resolve_user
 from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, OLIVE, SAM, TESS
 from attendance_kit.realtime import protocol
 from attendance_kit.realtime.gateway import Gateway
-from attendance_kit.realtime.subscriptions import wire_json
 from attendance_kit.realtime.tokens import sign, token_for
+from attendance_kit.realtime.wire import wire_json
 
 LOBBY = f"session:{ENGINES_LECTURE}:lobby"  # a channel of Ada's lecture, by the kit's topic convention
 

@@ -15,7 +15,8 @@ from typing import Any
 from ..connection import connect
 from .delivery import SUBSCRIBERS_PER_WORKER, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
-from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, event_json, new_subscriber
+from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, new_subscriber
+from .wire import event_json
 
 
 class Realtime:

@@ -42,7 +42,8 @@ from .authorisation import TABLES_PER_CALL, Authoriser, Function
 from .catalog import Access, TablePlan
 from .decoding import UNCHANGED_TOAST, Change, Relation, as_text
 from .feed import ChangeFeed
-from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription, event_json
+from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription
+from .wire import event_json
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
 

@@ -52,8 +52,9 @@ from . import channels, protocol
 from .client import Realtime
 from .feed import POLL_INTERVAL
 from .protocol import BadFrame, Message
-from .subscriptions import Delivered, Subscriber, json_value, wire_json
+from .subscriptions import Delivered, Subscriber
 from .tokens import DEFAULT_JWT_SECRET, TokenRefused, verify
+from .wire import json_value, wire_json
 
 log = logging.getLogger(__package__)
 

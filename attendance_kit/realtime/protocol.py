@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .subscriptions import wire_json
+from .wire import wire_json
 
 VERSIONS = ("1.0.0", "2.0.0")
 

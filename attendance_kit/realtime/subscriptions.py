@@ -8,19 +8,16 @@ message), never mid-stream.
 
 `Event` lives here rather than with the feed: the feed produces `Change`s and knows nothing of subscribers, while
 an event is a change as one subscriber receives it (only the columns it may select). Delivery builds them;
-`event_json` writes one as Supabase Realtime's `data` of a `postgres_changes` frame.
+wire.py's `event_json` writes one as Supabase Realtime's `data` of a `postgres_changes` frame.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
-from decimal import Decimal
 from functools import cached_property
 from typing import Any, NamedTuple, TypedDict
 
@@ -63,51 +60,6 @@ class Delivered(NamedTuple):
 
     event: Event
     subscriptions: tuple[int, ...]
-
-
-def event_json(event: Event | dict[str, Any]) -> str:
-    """The event (or any of its values) as JSON, values written as PostgreSQL's `to_jsonb` writes them (a
-    non-finite number as a string, "NaN" or "Infinity")."""
-    return _json(event, ensure_ascii=False, separators=(", ", ": "))
-
-
-def wire_json(value: Any) -> str:
-    """As `event_json`, compact and ASCII only: for the wire."""
-    return _json(value, ensure_ascii=True, separators=(",", ":"))
-
-
-def _json(value: Any, **options: Any) -> str:
-    try:
-        return json.dumps(value, default=json_value, allow_nan=False, **options)
-    except ValueError:  # a float NaN or infinity somewhere: JSON has none
-        return json.dumps(_finite(value), default=json_value, **options)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def json_value(value: Any) -> Any:
-    """A value JSON cannot take as it is, as `to_jsonb` writes it (json.dumps' `default`)."""
-    if isinstance(value, (datetime, time)):
-        text = value.isoformat()
-        if value.microsecond:  # PostgreSQL trims the fraction's trailing zeros
-            head, _, rest = text.partition(".")
-            text = f"{head}.{rest[:6].rstrip('0')}{rest[6:]}"
-        return text
-    if isinstance(value, Decimal):  # a JSON number, as to_jsonb writes numeric (exact to 15 digits)
-        if not value.is_finite():
-            return str(value)  # NaN, Infinity: a string, as to_jsonb writes them
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)  # UUID, date, time, timedelta, ...
 
 
 _FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$", re.S)
