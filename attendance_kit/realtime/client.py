@@ -83,8 +83,7 @@ class Realtime:
         return self._delivery.deliver(changes, self.subscribers)
 
     def stream(self, seconds: float | None = None) -> Iterator[tuple[Subscriber, Event]]:
-        """Poll every `poll_interval`, or at once again after a poll that found changes (under load a poll
-        takes longer than the interval, and waiting would only add latency), for `seconds` or until closed.
+        """Poll as `next_poll_in` says, for `seconds` or until closed.
 
         The last poll starts after the deadline, so every change committed before it is delivered.
         """
@@ -96,11 +95,19 @@ class Realtime:
                     yield subscriber, event
             if deadline is not None and started >= deadline:
                 return
-            pause = 0.0 if self.last_poll_changes else self.poll_interval - (time.monotonic() - started)
+            pause = self.next_poll_in(started)
             if deadline is not None:
                 pause = min(pause, deadline - time.monotonic())
             if pause > 0:
                 time.sleep(pause)
+
+    def next_poll_in(self, poll_started: float) -> float:
+        """The cadence of `stream` and of the gateway's database worker: how long to wait after the poll that
+        started at `poll_started` (`time.monotonic()`): nothing after a poll that found changes (under load a poll
+        takes longer than the interval, and waiting would only add latency), else the rest of `poll_interval`."""
+        if self.last_poll_changes:
+            return 0.0
+        return max(0.0, self.poll_interval - (time.monotonic() - poll_started))
 
     def close(self) -> None:
         self._delivery.close()

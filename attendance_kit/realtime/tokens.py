@@ -2,7 +2,7 @@
 
 The local default secret is the one Supabase's local stack uses, so a token from `supabase start` works with the
 kit's gateway and the other way round. `token_for` makes a persona's token with the claims Supabase Auth would put
-in it; `verify` checks a token as Supabase Realtime does and names what is wrong in Realtime's words.
+in it; `check_token` checks a token as Supabase Realtime does and names what is wrong in Realtime's words.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def token_for(conn: psycopg.Connection, who: str | uuid.UUID, secret: str = DEFA
     return sign({**claims, "iat": now, "exp": now + int(expires_in)}, secret)
 
 
-def verify(token: str, secret: str = DEFAULT_JWT_SECRET) -> dict[str, Any]:
-    """The token's claims, or `TokenRefused` with Supabase Realtime's reason."""
+def check_token(token: str, secret: str = DEFAULT_JWT_SECRET, now: float | None = None) -> dict[str, Any]:
+    """The token's claims, or `TokenRefused` with Supabase Realtime's reason; expired as of `now` (default: the
+    clock's time)."""
     try:
         claims = jwt.decode(token, secret, algorithms=ALGORITHMS, options={
             "verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False})  # checked below
@@ -60,7 +61,7 @@ def verify(token: str, secret: str = DEFAULT_JWT_SECRET) -> dict[str, Any]:
         raise TokenRefused("InvalidJWTToken", "Fields `role` and `exp` are required in JWT")
     if not _a_time(claims["exp"]) or ("iat" in claims and not _a_time(claims["iat"])):
         raise TokenRefused("InvalidJWTToken", "Fields `exp` and `iat` must be numbers")
-    expired_for = int(time.time() - claims["exp"])
+    expired_for = int((time.time() if now is None else now) - claims["exp"])
     if expired_for >= 0:
         raise TokenRefused("InvalidJWTToken", f"Token has expired {expired_for} seconds ago")
     return claims

@@ -1,0 +1,155 @@
+"""The gateway's database worker: its one `Realtime`, on a thread of its own, and every database call it makes.
+
+Each call (subscribing a channel, re-subscribing it with refreshed claims, counting a client in or out of
+websocket_channels) is a command (channel_state.py's, and `Reconcile`), run in turn between polls, so all sockets
+share one connection (plus delivery's lanes). A channel's subscriber and whether it is counted are kept here and
+touched only here, so a command meets the state the commands before it left, whatever the sockets do meanwhile.
+It polls as `Realtime.stream` does (`Realtime.next_poll_in`), and hands each poll's deliveries on, per channel.
+
+It knows nothing of asyncio: what it has to say, it says through the three callables it is given (run on its own
+thread; gateway.py moves them onto the event loop). A poll that fails ends it, through `on_failure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from ..errors import KitError, one_line
+from . import channels
+from .channel_state import Channel, Command, CountIn, CountOut, Subscribe, Unsubscribe
+from .client import Realtime
+from .subscriptions import Delivered, Subscriber
+
+log = logging.getLogger(__package__)
+
+Delivery = list[tuple[Channel, list[Delivered]]]  # one poll's events, per channel
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Take back the counts a gateway of this name left behind (at its start: it has no clients yet); the counts
+    from then on are this name's."""
+
+    gateway: str
+
+
+class DatabaseWorker(threading.Thread):
+    """Start it, wait for `ready` (then `error` says whether the database is usable), `submit` commands, `stop`."""
+
+    def __init__(self, database_url: str | None, publication: str, poll_interval: float, *,
+                 on_delivered: Callable[[Delivery], None],
+                 on_done: Callable[[Command | Reconcile, Exception | None], None],
+                 on_failure: Callable[[Exception], None]) -> None:
+        super().__init__(name="kit-realtime-database-worker", daemon=True)
+        self.database_url, self.publication, self.poll_interval = database_url, publication, poll_interval
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._on_delivered, self._on_done, self._on_failure = on_delivered, on_done, on_failure
+        self._commands: queue.SimpleQueue[Command | Reconcile | None] = queue.SimpleQueue()  # None: stop
+        self._gateway = ""  # whose counts websocket_channels' bookkeeping holds (`Reconcile` names it)
+        self._subscriber_of: dict[Channel, Subscriber] = {}
+        self._channel_of: dict[Subscriber, Channel] = {}
+        self._counted: set[Channel] = set()  # in websocket_channels' active_connections
+
+    def submit(self, command: Command | Reconcile) -> None:
+        """Run it in turn; `on_done` gets its outcome."""
+        self._commands.put(command)
+
+    def stop(self) -> None:
+        """End after the commands queued so far (the sockets' last count-outs among them)."""
+        self._commands.put(None)
+
+    def run(self) -> None:
+        try:
+            realtime = Realtime(self.database_url, self.publication, poll_interval=self.poll_interval)
+        except BaseException as error:  # the gateway's start reports it
+            self.error = error
+            self.ready.set()
+            return
+        self.ready.set()
+        with realtime:
+            try:
+                self._serve(realtime)
+            except Exception as error:  # the feed cannot go on: the gateway stops rather than hang
+                log.error("realtime gateway: the change feed failed: %s", one_line(error))
+                self._on_failure(error)
+            finally:
+                self._drop_queued()
+
+    def _serve(self, realtime: Realtime) -> None:
+        while self._run_commands(realtime, wait=0.0):
+            started = time.monotonic()
+            delivered = realtime.poll_delivered()
+            batch = [(self._channel_of[s], d) for s, d in delivered.items() if s in self._channel_of]
+            if batch:
+                self._on_delivered(batch)
+            if not self._run_commands(realtime, wait=realtime.next_poll_in(started)):
+                return
+
+    def _run_commands(self, realtime: Realtime, wait: float) -> bool:
+        """Run the queued commands, waiting up to `wait` for the first; False once told to stop."""
+        deadline = time.monotonic() + wait
+        while True:
+            timeout = deadline - time.monotonic()
+            try:
+                command = self._commands.get(timeout=timeout) if timeout > 0 else self._commands.get_nowait()
+            except queue.Empty:
+                return True
+            deadline = 0.0  # after the first, only what is queued already
+            if command is None:
+                return False
+            try:
+                self._run(realtime, command)
+                error = None
+            except Exception as failure:  # the command's outcome; it never ends the worker
+                error = failure
+            self._on_done(command, error)
+
+    def _run(self, realtime: Realtime, command: Command | Reconcile) -> None:
+        match command:
+            case Subscribe(channel=channel, claims=claims, entries=entries):
+                self._forget(realtime, channel)  # from the next poll on, the new subscriber in its place
+                subscriber = realtime.subscribe_channel(claims, entries)  # ChannelRefused: none
+                self._subscriber_of[channel], self._channel_of[subscriber] = subscriber, channel
+            case Unsubscribe(channel=channel):
+                self._forget(realtime, channel)
+            case CountIn(channel=channel, session=session, name=name):
+                if channel not in self._counted and channels.joined(realtime.conn, self._gateway, session, name):
+                    self._counted.add(channel)
+            case CountOut(channel=channel, session=session, name=name):
+                if channel in self._counted:
+                    channels.left(realtime.conn, self._gateway, session, name)
+                    self._counted.discard(channel)
+            case Reconcile(gateway=gateway):
+                self._reconcile(realtime, gateway)
+
+    def _forget(self, realtime: Realtime, channel: Channel) -> None:
+        subscriber = self._subscriber_of.pop(channel, None)
+        if subscriber is not None:
+            realtime.unsubscribe(subscriber)
+            del self._channel_of[subscriber]
+
+    def _reconcile(self, realtime: Realtime, gateway: str) -> None:
+        try:
+            channels.reconcile(realtime.conn, gateway)
+        except psycopg.errors.UndefinedTable:
+            raise KitError("this database lacks the gateway's bookkeeping (sql/007_realtime_gateway.sql): apply "
+                           "the migrations ({command})", command="migrate") from None
+        self._gateway = gateway
+
+    def _drop_queued(self) -> None:
+        """Whatever is still queued will not run: its callers hear so."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command is not None:
+                self._on_done(command, KitError("the gateway is stopping"))
