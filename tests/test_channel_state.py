@@ -1,0 +1,271 @@
+"""The gateway's channel state machine, with no network, no thread and no clock: messages, the database worker's
+answers and expiries in; messages, database commands and expiry timers out (channel_state.py), and the fan-out of a
+poll's deliveries (fanout.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from attendance_kit.realtime import protocol
+from attendance_kit.realtime.channel_state import (
+    Channel,
+    ChannelState,
+    Client,
+    CountIn,
+    CountOut,
+    Output,
+    Subscribe,
+    Unsubscribe,
+)
+from attendance_kit.realtime.fanout import change_frames
+from attendance_kit.realtime.protocol import Message
+from attendance_kit.realtime.subscriptions import ChannelRefused, Delivered
+from attendance_kit.realtime.tokens import sign
+
+SECRET = "a-test-secret-of-at-least-thirty-two-characters"
+NOW = 2_000_000_000.0  # the state machine's clock is whatever it is told
+SESSION = uuid.UUID("6a2f0d4e-0c1b-4d8e-9f3a-2b7c5e1d9a04")
+LOBBY = f"realtime:session:{SESSION}:lobby"
+ENTRY = {"event": "*", "schema": "public", "table": "attendance_records"}
+
+
+def token(sub: str = "ada", expires_in: float = 60, secret: str = SECRET) -> str:
+    return sign({"role": "authenticated", "sub": sub, "exp": int(NOW + expires_in)}, secret)
+
+
+def join(topic: str, ref: str = "1", payload: Any = None) -> Message:
+    return Message(topic, "phx_join", {} if payload is None else payload, ref, ref)
+
+
+def changes(*entries: Any) -> dict[str, Any]:
+    return {"config": {"postgres_changes": list(entries)}}
+
+
+def sent(out: Output, client: Client | None = None) -> list[Message]:
+    return [message for to, message in out.messages if client is None or to is client]
+
+
+@pytest.fixture
+def state() -> ChannelState:
+    return ChannelState(SECRET)
+
+
+@pytest.fixture
+def ada(state: ChannelState) -> Client:
+    return state.connect(token("ada"), "1.0.0")
+
+
+def joined(state: ChannelState, client: Client, topic: str = "realtime:room", payload: Any = None,
+           ref: str = "1") -> Channel:
+    state.receive(client, join(topic, ref, payload), NOW)
+    return client.channels[topic]
+
+
+def test_a_join_is_answered_with_its_entries_ids_then_subscribed_and_counted(state: ChannelState,
+                                                                             ada: Client) -> None:
+    out = state.receive(ada, join(LOBBY, "7", changes(ENTRY)), NOW)
+    channel = ada.channels[LOBBY]
+    (answer,) = sent(out)
+    assert answer == Message(LOBBY, "phx_reply", {"status": "ok", "response": {
+        "postgres_changes": [{**ENTRY, "id": channel.ids[0]}]}}, "7", "7")
+    assert channel.ids[0] > 0 and channel.claims["sub"] == "ada" and channel.token == ada.token
+    assert out.commands == [CountIn(channel, SESSION, "lobby"), Subscribe(channel, channel.claims, [ENTRY], True)]
+    assert out.expiries == [(channel, NOW + 60)]
+
+    subscribed = state.subscription_done(out.commands[1], None)
+    assert subscribed.messages == [(ada, Message(LOBBY, "system", {
+        "extension": "postgres_changes", "status": "ok", "message": "Subscribed to PostgreSQL",
+        "channel": f"session:{SESSION}:lobby"}, None, "7"))]
+    assert subscribed.commands == [] and subscribed.expiries == []
+
+
+def test_a_topic_of_no_session_is_not_counted_and_a_join_without_entries_subscribes_nothing(
+        state: ChannelState, ada: Client) -> None:
+    out = state.receive(ada, join("realtime:room"), NOW)
+    assert sent(out)[0].payload == {"status": "ok", "response": {"postgres_changes": []}}
+    assert out.commands == []
+
+
+def test_a_join_with_a_bad_token_is_refused_with_supabase_s_reason(state: ChannelState, ada: Client) -> None:
+    expired = state.receive(ada, join("realtime:a", payload={"access_token": token(expires_in=-10)}), NOW)
+    forged = state.receive(ada, join("realtime:b", payload={"access_token": token(secret="x" * 32)}), NOW)
+    assert [m.payload for m in sent(expired) + sent(forged)] == [
+        {"status": "error", "response": {"reason": "InvalidJWTToken: Token has expired 10 seconds ago"}},
+        {"status": "error", "response": {"reason": "JwtSignatureError: Failed to validate JWT signature"}}]
+    assert ada.channels == {} and state.topics == {}
+    assert expired.commands == [] and expired.expiries == []
+
+
+def test_the_join_s_own_token_counts_unless_it_is_a_project_key(state: ChannelState, ada: Client) -> None:
+    assert joined(state, ada, "realtime:a", {"access_token": token("sam")}).claims["sub"] == "sam"
+    assert joined(state, ada, "realtime:b", {"user_token": token("tess")}).claims["sub"] == "tess"
+    assert joined(state, ada, "realtime:c", {"access_token": "sb_publishable_x"}).claims["sub"] == "ada"
+
+
+def test_a_join_payload_of_the_wrong_shape_counts_as_empty(state: ChannelState, ada: Client) -> None:
+    for n, payload in enumerate([[], "s", {"config": []}, {"config": {"postgres_changes": 5, "broadcast": 1}}]):
+        channel = joined(state, ada, f"realtime:odd{n}", payload)
+        assert (channel.entries, channel.broadcast_self, channel.broadcast_ack) == ([], False, False)
+
+
+def test_unmatched_and_empty_topics_are_refused_and_the_socket_goes_on(state: ChannelState, ada: Client) -> None:
+    answers = [sent(state.receive(ada, message, NOW))[0].payload for message in (
+        join("room"),  # not a realtime: topic
+        join("realtime:"),
+        Message("realtime:never-joined", "broadcast", {}, "3"),
+        Message("realtime:never-joined", "phx_leave", {}, "4"))]
+    assert answers == [{"status": "error", "response": {"reason": "unmatched topic"}},
+                       {"status": "error", "response": {"reason": "TopicNameRequired: You must provide a topic name"}},
+                       {"status": "error", "response": {"reason": "unmatched topic"}},
+                       {"status": "ok", "response": {}}]
+    assert ada.channels == {}
+
+
+def test_joining_again_closes_the_first_channel_and_replaces_it(state: ChannelState, ada: Client) -> None:
+    first = joined(state, ada, LOBBY, changes(ENTRY), ref="1")
+    out = state.receive(ada, join(LOBBY, "2", changes(ENTRY)), NOW)
+    second = ada.channels[LOBBY]
+    assert second is not first and not first.open and state.topics[LOBBY] == {second}
+    assert [(m.event, m.ref, m.join_ref) for m in sent(out)] == [("phx_close", "1", "1"), ("phx_reply", "2", "2")]
+    assert out.commands == [Unsubscribe(first), CountOut(first, SESSION, "lobby"), CountIn(second, SESSION, "lobby"),
+                            Subscribe(second, second.claims, [ENTRY], True)]
+    assert out.expiries == [(first, None), (second, NOW + 60)]
+
+
+def test_a_socket_may_join_so_many_channels(ada: Client) -> None:
+    state = ChannelState(SECRET, max_channels=2)
+    for topic in ("realtime:a", "realtime:b"):
+        joined(state, ada, topic)
+    out = state.receive(ada, join("realtime:c"), NOW)
+    assert sent(out)[0].payload == {"status": "error", "response": {
+        "reason": "ChannelRateLimitReached: Too many channels"}}
+    assert sorted(ada.channels) == ["realtime:a", "realtime:b"]
+    joined(state, ada, "realtime:a", ref="2")  # joining again is a replacement, not one more
+    assert sorted(ada.channels) == ["realtime:a", "realtime:b"]
+
+
+def test_a_heartbeat_is_answered_and_nothing_else_of_phoenix(state: ChannelState, ada: Client) -> None:
+    out = state.receive(ada, Message("phoenix", "heartbeat", {}, "5"), NOW)
+    assert out.messages == [(ada, Message("phoenix", "phx_reply", {"status": "ok", "response": {}}, "5"))]
+    assert state.receive(ada, Message("phoenix", "something", {}, "6"), NOW) == Output()
+
+
+def test_a_leave_is_answered_then_the_channel_closed_unsubscribed_and_counted_out(state: ChannelState,
+                                                                                  ada: Client) -> None:
+    channel = joined(state, ada, LOBBY, changes(ENTRY), ref="1")
+    out = state.receive(ada, Message(LOBBY, "phx_leave", {}, "2", "1"), NOW)
+    assert sent(out) == [Message(LOBBY, "phx_reply", {"status": "ok", "response": {}}, "2", "1"),
+                         Message(LOBBY, "phx_close", {}, "1", "1")]
+    assert out.commands == [Unsubscribe(channel), CountOut(channel, SESSION, "lobby")]
+    assert out.expiries == [(channel, None)]
+    assert ada.channels == {} and state.topics == {} and not channel.open
+
+
+def test_a_refreshed_token_resubscribes_with_its_claims_and_moves_the_expiry(state: ChannelState,
+                                                                             ada: Client) -> None:
+    channel = joined(state, ada, LOBBY, changes(ENTRY))
+    same = state.receive(ada, Message(LOBBY, "access_token", {"access_token": channel.token}), NOW)
+    key = state.receive(ada, Message(LOBBY, "access_token", {"access_token": "sb_secret_x"}), NOW)
+    none = state.receive(ada, Message(LOBBY, "access_token", ["not", "an", "object"]), NOW)
+    assert same == key == none == Output()
+
+    sams = token("sam", expires_in=600)
+    out = state.receive(ada, Message(LOBBY, "access_token", {"access_token": sams}), NOW)
+    assert out.messages == [] and channel.token == sams and channel.claims["sub"] == "sam"
+    assert out.commands == [Subscribe(channel, channel.claims, [ENTRY], False)]
+    assert out.expiries == [(channel, NOW + 600)]
+    assert state.subscription_done(out.commands[0], None) == Output()  # a refresh is not announced
+
+
+def test_an_invalid_refreshed_token_shuts_the_channel_down(state: ChannelState, ada: Client) -> None:
+    channel = joined(state, ada, "realtime:room", ref="1")
+    out = state.receive(ada, Message("realtime:room", "access_token", {"access_token": "garbage"}), NOW)
+    assert sent(out) == [Message("realtime:room", "system", {
+        "extension": "system", "status": "error", "message": "The token provided is not a valid JWT",
+        "channel": "room"}, None, "1"), Message("realtime:room", "phx_close", {}, "1", "1")]
+    assert not channel.open and ada.channels == {}
+
+
+def test_a_refused_or_failed_subscription_is_said_as_supabase_s_system_error(state: ChannelState,
+                                                                             ada: Client) -> None:
+    channel = joined(state, ada, "realtime:room", changes({"table": "nope"}), ref="1")
+    command = Subscribe(channel, channel.claims, channel.entries, True)
+    refused = state.subscription_done(command, ChannelRefused("Unable to subscribe to changes"))
+    failed = state.subscription_done(command, RuntimeError("connection lost\nDETAIL: the server went away"))
+    assert [m.payload for m in sent(refused) + sent(failed)] == [
+        {"extension": "postgres_changes", "status": "error", "message": "Unable to subscribe to changes",
+         "channel": "room"},
+        {"extension": "postgres_changes", "status": "error", "message": "connection lost; DETAIL: the server went away",
+         "channel": "room"}]
+    assert channel.open  # the channel stays, as in Supabase: it just receives no changes
+
+    state.receive(ada, Message("realtime:room", "phx_leave", {}, "2"), NOW)
+    assert state.subscription_done(command, None) == Output()  # closed meanwhile: nobody to tell
+
+
+def test_an_expired_token_shuts_its_channel_down_once(state: ChannelState, ada: Client) -> None:
+    channel = joined(state, ada, LOBBY, changes(ENTRY), ref="3")
+    out = state.expire(channel, NOW + 65)
+    assert sent(out) == [Message(LOBBY, "system", {
+        "extension": "system", "status": "error", "message": "Token has expired 5 seconds ago",
+        "channel": f"session:{SESSION}:lobby"}, None, "3"), Message(LOBBY, "phx_close", {}, "3", "3")]
+    assert out.commands == [Unsubscribe(channel), CountOut(channel, SESSION, "lobby")]
+    assert state.expire(channel, NOW + 70) == Output()
+
+
+def test_a_broadcast_reaches_the_topic_s_others_the_sender_with_self_and_an_ack(state: ChannelState,
+                                                                                ada: Client) -> None:
+    sam, olive = state.connect(token("sam"), "2.0.0"), state.connect(token("olive"), "1.0.0")
+    joined(state, ada, "realtime:room", {"config": {"broadcast": {"self": True, "ack": True}}})
+    joined(state, sam, "realtime:room")
+    joined(state, olive, "realtime:elsewhere")
+    wave = {"type": "broadcast", "event": "wave", "payload": {"n": 1}}
+
+    loud = state.receive(ada, Message("realtime:room", "broadcast", wave, "2", "1"), NOW)
+    pushed = Message("realtime:room", "broadcast", wave)  # no refs: a push
+    assert sent(loud, ada) == [pushed, Message("realtime:room", "phx_reply", {"status": "ok", "response": {}},
+                                               "2", "1")]
+    assert sent(loud, sam) == [pushed] and sent(loud, olive) == []
+
+    quiet = state.receive(sam, Message("realtime:room", "broadcast", wave, "3", "1"), NOW)
+    assert quiet.messages == [(ada, pushed)]  # without `self` not to himself, without `ack` no reply
+
+
+def test_a_flood_shuts_every_channel_of_the_socket_down(state: ChannelState, ada: Client) -> None:
+    joined(state, ada, "realtime:a", ref="1")
+    joined(state, ada, LOBBY, ref="2")
+    out = state.flooded(ada)
+    assert [(m.topic, m.event, m.payload.get("message")) for m in sent(out)] == [
+        ("realtime:a", "system", "Too many messages per second"), ("realtime:a", "phx_close", None),
+        (LOBBY, "system", "Too many messages per second"), (LOBBY, "phx_close", None)]
+    assert ada.channels == {} and state.topics == {}
+
+
+def test_a_socket_that_ends_drops_its_channels_without_a_word(state: ChannelState, ada: Client) -> None:
+    sam = state.connect(token("sam"), "1.0.0")
+    channel = joined(state, ada, LOBBY, changes(ENTRY))
+    others = joined(state, sam, LOBBY)
+    out = state.disconnect(ada)
+    assert out.messages == [] and out.commands == [Unsubscribe(channel), CountOut(channel, SESSION, "lobby")]
+    assert state.topics == {LOBBY: {others}}
+
+
+def test_the_fan_out_writes_a_frame_per_channel_per_change_with_the_ids_of_the_entries_it_answers() -> None:
+    state = ChannelState(SECRET)
+    ada, sam = state.connect(token("ada"), "1.0.0"), state.connect(token("sam"), "2.0.0")
+    both = changes(ENTRY, {**ENTRY, "event": "INSERT"})
+    ada_lobby, sam_lobby = joined(state, ada, LOBBY, both), joined(state, sam, LOBBY, both)
+    gone = joined(state, sam, "realtime:gone", changes(ENTRY))
+    state.receive(sam, Message("realtime:gone", "phx_leave", {}, "9"), NOW)
+    event = {"type": "INSERT", "table": "attendance_records", "record": {"id": uuid.UUID(int=1)}}
+    frames = list(change_frames([(ada_lobby, [Delivered(event, (0, 1))]), (sam_lobby, [Delivered(event, (1,))]),
+                                 (gone, [Delivered(event, (0,))])]))
+    assert [client for client, _ in frames] == [ada, sam]  # the closed channel receives nothing
+    assert json.loads(frames[0][1]) == {"topic": LOBBY, "event": "postgres_changes", "ref": None, "payload": {
+        "ids": ada_lobby.ids, "data": {**event, "record": {"id": str(uuid.UUID(int=1))}}}}
+    assert frames[1][1] == protocol.encode(Message(LOBBY, "postgres_changes", {"ids": [sam_lobby.ids[1]],
+                                                                              "data": event}), "2.0.0")
