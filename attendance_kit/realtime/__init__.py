@@ -1,37 +1,47 @@
 """The realtime change feed: Supabase Realtime's `postgres_changes`, run locally against real RLS.
 
-A change travels through five steps, each a module of this package (`Realtime`, in client.py, ties them together;
-`listen` and `render_event` there are what the command line calls); a sixth carries it to Supabase's clients:
+A change travels through stages, each in modules of this package. `Realtime` (client.py), the realtime client,
+ties the first five together (`listen` and `render_event` there are what the command line calls); the gateway
+carries what they deliver to Supabase's own clients.
 
-1. **The slot** (feed.py: `ChangeFeed`). One connection owns a *temporary* logical replication slot with
-   PostgreSQL's built-in `pgoutput` plugin. A temporary slot belongs to the session that created it and PostgreSQL
-   drops it when that session ends for any reason (a normal close, an exception, the client killed with -9), so
-   no slot outlives its consumer to pin WAL. Each poll reads the publication with
-   `pg_logical_slot_get_binary_changes`, which returns whole transactions in commit order and consumes them:
-   nothing is read twice.
-2. **The decoder** (decoding.py: `PgOutputDecoder`, pure, no database). pgoutput protocol 1: Begin, Relation,
-   Insert, Update, Delete, Truncate, Commit (Type, Origin and logical messages are read and ignored). Values
-   arrive as text and become Python values through psycopg's own loaders, as if they had been selected (in the
-   feed, which has the connection).
-3. **Subscriptions** (subscriptions.py, through `Realtime.subscribe`). Like Supabase's: a table (or every
-   published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`) and an optional column filter in
-   Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). The `Event` a
-   subscriber receives is defined there too.
-4. **Authorisation** (authorisation.py, from what catalog.py reads), Supabase's rule: a subscriber receives an
-   INSERT or UPDATE of a table with RLS only if, when it is delivered, it can SELECT that row. Per poll the kit
-   runs ONE query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its
-   claims in `request.jwt.claims`, its role set locally, exactly as `as_user` and Supabase's API do). All
-   subscribers' queries run in one server-side loop (a function in the session's `pg_temp` schema, generated
-   from the catalog), so a poll costs one round trip, not one per subscriber. How the query stays exactly
-   equivalent to RLS: see authorisation.py.
-5. **Delivery** (delivery.py). Per poll: which rows each subscriber's subscriptions cover, the function run for
-   them (with many subscribers split across a few connections that run in parallel), and the events, in commit
-   order, built as Supabase Realtime builds them.
-6. **The gateway** (gateway.py, the outermost layer: sockets and protocol only). Supabase Realtime's WebSocket
-   protocol (protocol.py: both serializers) in front of one `Realtime`, so Supabase's own clients subscribe as to
-   a Supabase project: tokens checked as Supabase checks them (tokens.py), each channel's `postgres_changes`
-   entries subscribed as one subscriber, one frame per channel per change; websocket_channels kept equal to the
-   connected clients (channels.py).
+- **The slot** (feed.py: `ChangeFeed`, the change feed). One connection owns a *temporary* logical replication
+  slot with PostgreSQL's built-in `pgoutput` plugin. A temporary slot belongs to the connection that created it and
+  PostgreSQL drops it when that connection ends for any reason (a normal close, an exception, the client killed
+  with -9), so no slot outlives its consumer to pin WAL. Each poll reads the publication with
+  `pg_logical_slot_get_binary_changes`, which returns whole transactions in commit order and consumes them:
+  nothing is read twice. `Realtime.next_poll_in` states the cadence once: at once again after a poll that found
+  changes, else after `poll_interval`.
+- **Decoding** (decoding.py: `PgOutputDecoder`, pure, no database). pgoutput protocol 1: Begin, Relation,
+  Insert, Update, Delete, Truncate, Commit (Type, Origin and logical messages are read and ignored). Values
+  arrive as text and become Python values through psycopg's own loaders, as if they had been selected (in the
+  change feed, which has the connection).
+- **Subscriptions** (subscriptions.py, through `Realtime.subscribe`). Like Supabase's: a table (or every
+  published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`) and an optional column filter in
+  Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). The `Event` a
+  subscriber receives is defined there too; wire.py writes its JSON.
+- **Authorisation** (authorisation.py, from what catalog.py reads), Supabase's rule: a subscriber receives an
+  INSERT or UPDATE of a table with RLS only if, when it is delivered, it can SELECT that row. Per poll the kit
+  runs ONE query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its
+  claims in `request.jwt.claims`, its role set locally, exactly as `as_user` and Supabase's API do). All
+  subscribers' queries run in one server-side loop (a function in the connection's `pg_temp` schema, generated
+  from the catalog), so a poll costs one round trip, not one per subscriber. How the query stays exactly
+  equivalent to RLS: see authorisation.py.
+- **Delivery** (delivery.py). Per poll: which rows each subscriber's subscriptions cover, the function run for
+  them (with many subscribers split across a few lanes, connections that run in parallel), and the events, in
+  commit order, built as Supabase Realtime builds them.
+- **The gateway**, Supabase Realtime's WebSocket protocol in front of one `Realtime`, so Supabase's own clients
+  subscribe as to a Supabase project. Each of its jobs in a module of its own:
+  - gateway.py: `Gateway`, the asyncio server that wires the others together;
+  - admission.py: the connect check (path, connect token) and a join's payload read as a typed request;
+  - tokens.py: JWTs signed and checked as Supabase signs and checks them (`check_token`);
+  - protocol.py: the frames, in both of Supabase's serializers;
+  - channel_state.py: the channels as a state machine without I/O: messages, the database worker's answers and
+    expiries in; messages, database commands and timers out;
+  - transport.py: each socket's receiving, rate, silence timer and queue of outgoing frames;
+  - worker.py: the database worker, the thread that owns the gateway's one `Realtime`: every database call
+    runs there as a command, between polls;
+  - fanout.py: each poll's deliveries as one frame per channel per change;
+  - channels.py: websocket_channels kept equal to the connected clients.
 
 What reaches whom follows Supabase Realtime's delivery SQL (`realtime.apply_rls`), and a side-by-side run of the
 two on the same changes gives the same deliveries: a DELETE is not checked against RLS and reaches every

@@ -1,6 +1,6 @@
-"""`Realtime`, the change feed with subscribers, and what the command line calls (`listen`, `render_event`).
+"""`Realtime`, the realtime client, and what the command line calls (`listen`, `render_event`).
 
-`Realtime` ties the steps together: its `ChangeFeed` (feed.py) reads and decodes the slot, `subscribe` adds a
+`Realtime` ties the stages together: its `ChangeFeed` (feed.py) reads and decodes the slot, `subscribe` adds a
 subscriber (subscriptions.py), and each `poll` hands the changes to its `Delivery` (delivery.py), which has them
 authorised (authorisation.py) and returns each subscriber's events.
 """
@@ -28,11 +28,11 @@ class Realtime:
     def __init__(self, database_url: str | None = None, publication: str = PUBLICATION, *,
                  poll_interval: float = POLL_INTERVAL, max_messages: int = MAX_MESSAGES_PER_POLL,
                  workers: int = 2, subscribers_per_worker: int = SUBSCRIBERS_PER_WORKER) -> None:
-        """`workers`: connections authorising in parallel, one per `subscribers_per_worker` subscribers (`conn`
-        is the first; the others open when needed).
+        """`workers`: delivery's lanes, connections authorising in parallel, one per `subscribers_per_worker`
+        subscribers (`conn` is the first; the others open when needed).
 
-        The slot's connection runs nothing but the slot's reads: PostgreSQL drops a session's temporary slots at
-        any error in it, so whatever may fail (a subscription's checks, a policy that raises as a subscriber, the
+        The slot's connection runs nothing but the slot's reads: PostgreSQL drops a connection's temporary slots
+        at any error on it, so whatever may fail (a subscription's checks, a policy that raises as a subscriber, the
         gateway's bookkeeping) runs on `conn`, a connection of its own."""
         self.feed = ChangeFeed(database_url, publication, max_messages=max_messages)
         try:
