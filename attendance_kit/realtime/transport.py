@@ -82,9 +82,9 @@ class Transport:
         if flush:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flushed(), FLUSH_TIMEOUT)
-        await self.ws.close(code, reason)
         if self._writer is not None:
-            self._writer.cancel()
+            self._writer.cancel()  # a frame it was writing is in the socket's buffer already
+        await self.ws.close(code, reason)
 
     async def _write(self) -> None:
         with contextlib.suppress(ConnectionClosed):

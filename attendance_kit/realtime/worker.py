@@ -84,7 +84,9 @@ class DatabaseWorker(threading.Thread):
                 self._drop_queued()
 
     def _serve(self, realtime: Realtime) -> None:
-        while self._run_commands(realtime, wait=0.0):
+        """Poll, hand the deliveries on, run the commands queued meanwhile (waiting for more as long as
+        `next_poll_in` says); again, until told to stop."""
+        while True:
             started = time.monotonic()
             delivered = realtime.poll_delivered()
             batch = [(self._channel_of[s], d) for s, d in delivered.items() if s in self._channel_of]
