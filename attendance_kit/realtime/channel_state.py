@@ -99,9 +99,12 @@ Command = Subscribe | Unsubscribe | CountIn | CountOut
 
 @dataclass
 class Output:
+    """What one input did, each list in order: messages to send (each to its client), commands for the database
+    worker, and channels' expiry timers to set (at, in seconds since 1970) or to cancel (None)."""
+
     messages: list[tuple[Client, Message]] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
-    expiries: list[tuple[Channel, float | None]] = field(default_factory=list)  # expire at (s since 1970); None: never
+    expiries: list[tuple[Channel, float | None]] = field(default_factory=list)
 
 
 class ChannelState:
