@@ -41,7 +41,7 @@ class DatabaseServer:
         url = given_server(config)
         self.cluster = None if url else Cluster(self.scratch / "server")
         self.url = url or self.cluster.up()
-        # Names carry the process id: parallel workers may share one server (--database-url).
+        # Names carry the process id: xdist's workers may share one server (--database-url).
         self._prefix = f"kit_test_{os.getpid()}"
         self._template = f"{self._prefix}_template"
         self._names = itertools.count(1)
@@ -54,7 +54,7 @@ class DatabaseServer:
         """Create a new database and return its URL."""
         name = f"{self._prefix}_{next(self._names)}"
         if migrated and not self._template_ready:
-            # Roles are server-wide: workers sharing a server (--database-url) migrate one at a time.
+            # Roles are server-wide: xdist's workers sharing a server (--database-url) migrate one at a time.
             with connect(self.url) as lock:
                 lock.execute("select pg_advisory_lock(4736002)")
                 self._create(self._template, template="template0")

@@ -104,6 +104,7 @@ class Cluster:
 
     @property
     def port(self) -> int:
+        """The port the cluster keeps in its settings: the last one it started on (at first, a free one)."""
         conf = (self.data_dir / KIT_CONF).read_text()
         return int(re.search(r"^port = (\d+)$", conf, re.M).group(1))
 

@@ -116,7 +116,7 @@ def reachable_bin_dir(bin_dir: Path, account: Account) -> Path:
         cache_root.chmod(0o755)  # ours: the server account must be able to enter it
     cache = cache_root / f"postgres-{version}"
     copied_bin = cache / package_dir.name / "pginstall" / "bin"
-    # Parallel test workers may all arrive here at once: one copies, the others wait for it.
+    # Parallel processes (e.g. the tests' xdist workers) may all arrive here at once: one copies, the others wait.
     with (cache_root / f"{cache.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not cache.exists():  # a rename puts a complete copy there at once, so it exists whole or not at all
