@@ -98,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
             try:
                 connect(url).close()
             except KitError as error:
-                pytest.exit(f"the tests' database server cannot be reached: {error}; or leave out {option} to run "
+                pytest.exit(f"the tests' database server cannot be used: {error}; or leave out {option} to run "
                             "the tests on an embedded server", returncode=1)
 
 

@@ -142,7 +142,8 @@ def test_a_port_the_cluster_cannot_listen_on_is_not_kept_and_reset_drops_nothing
             assert_one_line_error(kit("db", "up", "--port", str(taken), state_dir=state),
                                   f"port {taken} on 127.0.0.1 is in use", f"start it on its port {port} with "
                                   "`./kit db up`", "`./kit db up --port ")
-        if not server_account_may_bind(1):  # as root: the server, run as `nobody`, fails; the log says why
+        # As root the server, run as `nobody`, is refused port 1 and its log says why; otherwise the kit's own check.
+        if not server_account_may_bind(1):
             assert_one_line_error(kit("db", "up", "--port", "1", state_dir=state),
                                   "cannot listen on port 1 of 127.0.0.1", "Permission denied",
                                   f"start it on its port {port} with `./kit db up`")
@@ -224,7 +225,7 @@ def test_tests_on_a_server_that_is_not_running_stop_at_once_in_one_line(tmp_path
                             text=True, timeout=120)
     assert result.returncode == 1
     (line,) = (result.stdout + result.stderr).strip().splitlines()
-    assert "the tests' database server cannot be reached: cannot connect to postgresql://postgres:***@127.0.0.1" in line
+    assert "the tests' database server cannot be used: cannot connect to postgresql://postgres:***@127.0.0.1" in line
     assert "leave out --database-url" in line and "s3cret" not in line
 
 
