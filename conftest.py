@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from attendance_kit import connect, load_demo_data, migrate
+from attendance_kit import KitError, connect, load_demo_data, migrate
 from attendance_kit.connection import url_with_database
 from attendance_kit.server import Cluster
 
@@ -38,10 +38,10 @@ class DatabaseServer:
         self.scratch = Path(tempfile.mkdtemp(prefix="attendance-kit-tests-"))
         # As root the server runs as `nobody`, which must be able to enter this directory.
         self.scratch.chmod(0o755)
-        url = config.getoption("--database-url") or os.environ.get("ATTENDANCE_KIT_TEST_DATABASE_URL")
+        url = given_server(config)
         self.cluster = None if url else Cluster(self.scratch / "server")
         self.url = url or self.cluster.up()
-        # Names carry the process id: parallel workers may share one server (--database-url).
+        # Names carry the process id: xdist's workers may share one server (--database-url).
         self._prefix = f"kit_test_{os.getpid()}"
         self._template = f"{self._prefix}_template"
         self._names = itertools.count(1)
@@ -54,7 +54,7 @@ class DatabaseServer:
         """Create a new database and return its URL."""
         name = f"{self._prefix}_{next(self._names)}"
         if migrated and not self._template_ready:
-            # Roles are server-wide: workers sharing a server (--database-url) migrate one at a time.
+            # Roles are server-wide: xdist's workers sharing a server (--database-url) migrate one at a time.
             with connect(self.url) as lock:
                 lock.execute("select pg_advisory_lock(4736002)")
                 self._create(self._template, template="template0")
@@ -80,6 +80,26 @@ class DatabaseServer:
         if self.cluster:
             self.cluster.down()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def given_server(config: pytest.Config) -> str | None:
+    """The server the user gave for the run, if any (else each process runs an embedded one)."""
+    return config.getoption("--database-url") or os.environ.get("ATTENDANCE_KIT_TEST_DATABASE_URL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A server given for the run that cannot be reached ends the run at once, in one line, rather than in an error
+    per test. Checked once, before xdist starts its workers (which skip the check)."""
+    if hasattr(config, "workerinput"):
+        return
+    for option, url in (("--database-url (and $ATTENDANCE_KIT_TEST_DATABASE_URL)", given_server(config)),
+                        ("--lab-database-url", config.getoption("--lab-database-url"))):
+        if url:
+            try:
+                connect(url).close()
+            except KitError as error:
+                pytest.exit(f"the tests' database server cannot be used: {error}; or leave out {option} to run "
+                            "the tests on an embedded server", returncode=1)
 
 
 _server: DatabaseServer | None = None

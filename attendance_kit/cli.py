@@ -28,6 +28,14 @@ def say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def error_line(error: KitError, database_url: str | None) -> str:
+    """The error's message; a fix that is a kit command names the --database-url the user gave (password
+    hidden), so that the fix reaches the database that needs it, not the default one."""
+    if error.command is None or not database_url:
+        return str(error)
+    return error.message.format(command=f"`./kit {error.command} --database-url '{redacted(database_url)}'`")
+
+
 def migrate_and_load_demo(url: str | None, demo_data: bool, demo_term: bool = False) -> None:
     with connect(url) as conn:
         applied = migrations.migrate(conn)
@@ -36,7 +44,7 @@ def migrate_and_load_demo(url: str | None, demo_data: bool, demo_term: bool = Fa
             demo.load_demo_data(conn)
             say("demo data loaded (personas: see README)")
         if demo_term:
-            loaded = term.load_demo_term(conn, progress=show_progress("demo term: lessons"))
+            loaded = term.load_demo_term(conn, progress=show_progress("demo term: sessions"))
             say("demo term loaded" if loaded else "demo term: already loaded")
         try:
             require_logical_decoding(conn)
@@ -98,7 +106,7 @@ def verify_command(args: argparse.Namespace) -> int:
             seconds = time.perf_counter() - started
     except (KitError, psycopg.Error) as error:
         if args.format == "json":  # a reader of stdout gets an answer too; the one-line error goes to stderr
-            message = error.render(args.database_url) if isinstance(error, KitError) else one_line(error)
+            message = error_line(error, args.database_url) if isinstance(error, KitError) else one_line(error)
             print(json.dumps({"ok": False, "error": message}))
         raise
     problems = result.problems()
@@ -106,6 +114,7 @@ def verify_command(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": result.ok, "checks": len(result.matrix), "seconds": round(seconds, 3),
                           "problems": problems}))
     else:
+        print(result.table())
         for line in problems:
             print(line)
         verdict = "as the contract says" if result.matrix["ok"].all() else "NOT as the contract says"
@@ -141,7 +150,7 @@ def realtime_serve(args: argparse.Namespace) -> None:
             f"{gateway.publication}; tokens signed with {secret} JWT secret {args.jwt_secret}")
         say(f"anon token: {anon}")
         say(f"{demo.SAM.email} token: {sam}")
-        say("other personas: attendance-kit realtime token --as EMAIL; Ctrl-C stops the gateway")
+        say("other personas: `./kit realtime token --as EMAIL`; Ctrl-C stops the gateway")
 
     asyncio.run(gateway.serve(on_listening=listening))
 
@@ -221,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
     mig.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     mig.add_argument("--demo-data", action="store_true", help="also load the personas (sql/seed.sql)")
     mig.add_argument("--demo-term", action="store_true",
-                     help="also generate a term of lessons for analytics (implies --demo-data)")
+                     help="also generate a term of sessions for analytics (implies --demo-data)")
     mig.set_defaults(run=migrate)
 
     ls = commands.add_parser("listen", help="print the realtime events a user may see, as they happen")
@@ -260,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
          ("--seconds", float, 5.0, "how long each load runs")),
         ("rls", "persona reads under RLS vs the owner's hand-filtered reads, 1M rows", bench_rls,
          ("--runs", int, 101, "alternating runs per query (medians)")),
-        ("gateway", "500 WebSocket clients through the Realtime gateway vs the feed in-process, same load",
+        ("gateway", "500 WebSocket clients through the Realtime gateway vs the realtime client in-process, same load",
          bench_gateway, ("--seconds", float, 5.0, "how long each load runs")),
     ]
     for name, description, run, (flag, kind, default, flag_help) in benchmarks:
@@ -300,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             return args.run(args) or 0
     except KitError as error:
-        print(f"attendance-kit: error: {error.render(getattr(args, 'database_url', None))}", file=sys.stderr)
+        print(f"attendance-kit: error: {error_line(error, getattr(args, 'database_url', None))}", file=sys.stderr)
         return 1
     except psycopg.Error as error:  # the database refused: say what it said, in one line
         print(f"attendance-kit: error: the database said: {one_line(error)}", file=sys.stderr)

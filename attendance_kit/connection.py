@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -31,14 +32,23 @@ API_ROLES = ("anon", "authenticated", "service_role")
 
 
 def database_url(url: str | None = None) -> str:
-    """The database to use: `url`, else $ATTENDANCE_KIT_DATABASE_URL, else the embedded cluster (started)."""
+    """The database to use: `url`, else $ATTENDANCE_KIT_DATABASE_URL, else the kit's cluster, which is started if
+    it is stopped (saying so on stderr: it keeps running after the caller ends, as after `./kit db up`)."""
     if url:
         return url
     if os.environ.get(URL_VARIABLE):
         return os.environ[URL_VARIABLE]
     from .server import Cluster
 
-    return Cluster().up()
+    cluster = Cluster()
+    if cluster.running_pid() is not None:
+        return cluster.url
+    existed = (cluster.data_dir / "PG_VERSION").exists()
+    url = cluster.up()
+    started = ("started the kit's cluster (it was stopped)" if existed
+               else f"made and started the kit's cluster in {cluster.data_dir}")
+    print(f"note: {started}; `./kit db down` stops it", file=sys.stderr)
+    return url
 
 
 def url_with_database(url: str, dbname: str) -> str:
@@ -82,7 +92,7 @@ def check_server_version(conn: psycopg.Connection) -> None:
 
 
 def require_logical_decoding(conn: psycopg.Connection) -> None:
-    """The realtime steps read the publication through logical decoding, which needs wal_level=logical."""
+    """Realtime (the draft's steps 4 and 6) reads the publication through logical decoding: wal_level=logical."""
     level = conn.execute("select current_setting('wal_level')").fetchone()[0]
     if level != "logical":
         raise KitError(f"wal_level is {level!r} but realtime needs 'logical': run "

@@ -11,7 +11,7 @@ import psycopg
 
 from .connection import as_user
 from .paths import SQL_DIR
-from .verification import WRITES, Verification
+from .verification import Verification
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,17 +32,9 @@ def show_contract(result: Verification) -> HTML:
 
     Green: allowed (or rows visible), grey: denied, red: not what the contract says.
     """
-    import pandas as pd
     from IPython.display import HTML
 
-    cells = result.matrix[result.matrix["case"] == ""].copy()
-    order = {"index": list(dict.fromkeys(cells["table"])), "columns": list(dict.fromkeys(cells["persona"]))}
-    cells["table"] = pd.Categorical(cells["table"], order["index"])
-    cells["persona"] = pd.Categorical(cells["persona"], order["columns"])
-    cells["operation"] = pd.Categorical(cells["operation"], ["select", *WRITES])
-    cells["shown"] = [attempt.label for attempt in cells["attempt"]]
-    shown = cells.pivot(index=["table", "operation"], columns="persona", values="shown")
-    ok = cells.pivot(index=["table", "operation"], columns="persona", values="ok")
+    shown, ok = result.cells()
 
     def colour(column: pd.Series) -> list[str]:
         return ["background-color: #f4b6b6" if not ok.loc[index, column.name]

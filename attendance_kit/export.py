@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .demo import DEMO_DATA_FILE
+from .errors import KitError
 from .migrations import migrations_in
 from .verification import Check, Contract
 
@@ -94,21 +95,39 @@ $$;
 
 
 def export_supabase(directory: Path) -> list[Path]:
-    """Write the Supabase CLI project under `directory`; return the files written (none when all were current)."""
+    """Write the Supabase CLI project under `directory` (made if missing); return the files written (none when all
+    were current)."""
+    directory = Path(directory)
     files = {Path("supabase/migrations") / f"{timestamp(m.name)}_{m.name[4:]}": m.sql for m in migrations_in()}
     files[Path("supabase/seed.sql")] = DEMO_DATA_FILE.read_text(encoding="utf-8")
     files[TEST_FILE] = access_contract_pgtap(Contract.load())
-    if not (Path(directory) / CONFIG_FILE).exists():
+    if not (directory / CONFIG_FILE).exists():
         files[CONFIG_FILE] = CONFIG
+    try:
+        return _write(directory, files)
+    except OSError as error:
+        raise KitError(f"cannot write the Supabase project in {directory}: {_why_not(directory, error)}: give a "
+                       "directory you may write to (it is made if missing)") from None
+
+
+def _write(directory: Path, files: dict[Path, str]) -> list[Path]:
     written = []
     for relative, text in files.items():
-        path = Path(directory) / relative
+        path = directory / relative
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def _why_not(directory: Path, error: OSError) -> str:
+    """The file in the way of the directory, else the system's reason and the path it concerns."""
+    in_the_way = next((path for path in (directory, *directory.parents) if path.exists()), None)
+    if in_the_way is not None and not in_the_way.is_dir():
+        return f"{in_the_way} is a file, not a directory"
+    return f"{error.filename}: {error.strerror}"
 
 
 def timestamp(migration: str) -> str:

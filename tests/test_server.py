@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,8 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from attendance_kit import KitError
-from attendance_kit.server import Account, Cluster, installed_bin_dir, reachable_bin_dir
+from attendance_kit import KitError, server
+from attendance_kit.server import Cluster
+from attendance_kit.server_account import Account, installed_bin_dir, reachable_bin_dir
 
 
 @pytest.fixture
@@ -90,6 +92,46 @@ def test_a_taken_port_stops_with_one_line_and_deletes_nothing(new_cluster: Calla
             cluster.up(port=port)
     assert (cluster.data_dir / "PG_VERSION").exists()
     assert cluster.up() == cluster.url
+    cluster.down()
+
+
+def test_a_port_the_server_cannot_bind_is_not_kept_and_the_log_says_why(
+        new_cluster: Callable[[], Cluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = new_cluster()
+    url = cluster.up()
+    cluster.down()
+    kept = cluster.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        # Past the kit's own check, as when the port is one the server's account may not use (below 1024 as root).
+        monkeypatch.setattr(server, "bind_error", lambda port: None)
+        with pytest.raises(KitError) as failed:
+            cluster.up(port=port)
+    assert re.fullmatch(
+        rf"the kit's cluster cannot listen on port {port} of 127.0.0.1: could not bind IPv4 address \"127.0.0.1\": "
+        rf"Address already in use; could not create any TCP/IP sockets \(see {cluster.data_dir}/\S+\.log\): "
+        rf"start it on its port {kept} with `./kit db up`, or elsewhere with `./kit db up --port \d+`",
+        str(failed.value))
+    assert cluster.running_pid() is None and cluster.port == kept
+    monkeypatch.undo()
+    assert cluster.up() == url
+    cluster.down()
+
+
+def test_reset_starts_the_cluster_before_it_drops_anything(new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
+    url = cluster.up()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table kept (id int)")
+        conn.execute("alter system set wal_level = minimal")  # with max_wal_senders > 0: a server that cannot start
+    cluster.down()
+    with pytest.raises(KitError, match=r"^the kit's cluster did not start: WAL streaming .* \"wal_level\" .*\.log\)$"):
+        cluster.reset()
+    (cluster.data_dir / "postgresql.auto.conf").write_text("")
+    assert cluster.up() == url
+    assert table_exists(url, "kept")
     cluster.down()
 
 

@@ -115,7 +115,7 @@ def test_the_command_exits_non_zero_naming_each_mismatch(db_url: str) -> None:
     clean = subprocess.run(command, capture_output=True, text=True)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     checks = len(verify_matrix_rows(db_url))
-    assert clean.stdout.startswith(f"{checks} checks as the contract says; 0 lint findings")
+    assert clean.stdout.splitlines()[-1].startswith(f"{checks} checks as the contract says; 0 lint findings")
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("alter table public.courses disable row level security")
     broken = subprocess.run(command, capture_output=True, text=True)

@@ -191,7 +191,7 @@ def triggers(runs: int = 5, url: str | None = None, bulk_rows: int = 10_000, bul
     started = time.perf_counter()
     result: dict[str, Any] = {
         "method": "medians of alternating runs, each rolled back; 'off' is ALTER TABLE attendance_records "
-                  "DISABLE TRIGGER USER; the draft's draft runs over the kit's base schema, NOT NULL defect patched",
+                  "DISABLE TRIGGER USER; the draft runs on the kit's base schema, its NOT NULL defect patched",
         "bulk_rows": bulk_rows, "bulk_sessions": bulk_sessions, "runs": runs, "check_ins": check_ins,
         "targets": TARGETS}
 
