@@ -183,6 +183,12 @@ def bench_gateway(args: argparse.Namespace) -> None:
     print(bench.render(gateway.gateway(seconds=args.seconds, database_url=args.database_url), args.format))
 
 
+def docs_command(args: argparse.Namespace) -> None:
+    from . import docs  # Sphinx: loaded only for this command
+
+    print(docs.build_site(Path(args.output)) if args.output else docs.build_site())
+
+
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or os.environ.get(URL_VARIABLE)
     if url:
@@ -282,6 +288,11 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     ver.add_argument("--format", choices=["table", "json"], default="table")
     ver.set_defaults(run=verify_command)
+
+    dc = commands.add_parser("docs", help="the walkthrough as a static site: README, docs/, the notebooks as "
+                                          "committed; print its front page")
+    dc.add_argument("--output", help="the site's folder (default: build/docs in the clone)")
+    dc.set_defaults(run=docs_command)
 
     jl = commands.add_parser("lab", help="database up, then JupyterLab on notebooks/ (extra args go to jupyter)")
     jl.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")

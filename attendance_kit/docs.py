@@ -1,0 +1,34 @@
+"""The kit's site: the README, the pages in docs/ and the walkthrough's notebooks as static HTML (`./kit docs`).
+
+Sphinx with myst-nb builds it, the notebooks rendered from their committed outputs: nothing is executed and no
+database is needed. docs/conf.py holds Sphinx's settings; docs/developers.md says why this tool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import KitError
+from .paths import PROJECT_DIR
+
+DOCS_DIR = PROJECT_DIR / "docs"
+SITE_DIR = PROJECT_DIR / "build" / "docs"
+START_PAGE = "docs/index.html"  # the site's root document, docs/index.md
+
+
+def build_site(output_dir: Path = SITE_DIR) -> Path:
+    """Build the site into `output_dir` and return its front page. Any warning (a broken link, a page in no
+    table of contents) fails the build: Sphinx prints each, then the build raises `KitError`."""
+    try:
+        from sphinx.cmd.build import build_main
+    except ImportError:
+        raise KitError("Sphinx is not installed: `./kit docs` installs it, or pip install -e '.[test]'") from None
+    status = build_main(["--builder", "html", "--conf-dir", str(DOCS_DIR), "--fail-on-warning", "--quiet",
+                         str(PROJECT_DIR), str(output_dir)])
+    if status != 0:
+        raise KitError("the site did not build: Sphinx's messages above name each file and line to fix")
+    front_page = output_dir / "index.html"
+    # The root document sits in docs/, as in the repository: the site's own index.html leads there.
+    front_page.write_text(f'<!DOCTYPE html>\n<meta http-equiv="refresh" content="0; url={START_PAGE}">\n'
+                          f'<a href="{START_PAGE}">attendance-kit</a>\n', encoding="utf-8")
+    return front_page
