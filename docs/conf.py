@@ -20,10 +20,11 @@ nb_execution_mode = "off"  # the notebooks' outputs as committed (nbval keeps th
 myst_heading_anchors = 3  # `page.md#a-heading` links, as GitHub renders them
 myst_enable_extensions = ["deflist"]
 
+smartquotes = False  # quotes as written, as in the code and the notebooks
+
 html_theme = "sphinx_book_theme"
 html_title = "attendance-kit"
 html_theme_options = {"show_toc_level": 2}
-html_copy_source = False  # the pages link to no source of their own
 
 
 def setup(app):
