@@ -131,6 +131,18 @@ def test_each_page_is_in_the_site(site: Path, source: Path) -> None:
     assert squeezed(title) in squeezed(page.text)
 
 
+def test_the_module_table_names_every_module() -> None:
+    """docs/package.md's table: each module and package of attendance_kit (the realtime package's own modules are
+    named by its docstring)."""
+    table = (docs.DOCS_DIR / "package.md").read_text(encoding="utf-8")
+    package = PROJECT_DIR / "attendance_kit"
+    modules = [path for path in package.glob("*.py") if path.name != "__init__.py"]
+    packages = [path.parent for path in package.glob("*/__init__.py")]
+    unnamed = [path.name for path in modules + packages
+               if f"`attendance_kit/{path.name}{'/' if path.is_dir() else ''}`" not in table]
+    assert unnamed == []
+
+
 def test_the_readme_stays_a_five_minute_read() -> None:
     assert len((PROJECT_DIR / "README.md").read_text(encoding="utf-8").splitlines()) <= 160
 
