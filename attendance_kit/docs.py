@@ -6,6 +6,7 @@ database is needed. docs/conf.py holds Sphinx's settings; docs/developers.md say
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import KitError
@@ -23,6 +24,7 @@ def build_site(output_dir: Path = SITE_DIR) -> Path:
         from sphinx.cmd.build import build_main
     except ImportError:
         raise KitError("Sphinx is not installed: `./kit docs` installs it, or pip install -e '.[test]'") from None
+    prepare(output_dir)
     status = build_main(["--builder", "html", "--conf-dir", str(DOCS_DIR), "--fail-on-warning", "--quiet",
                          str(PROJECT_DIR), str(output_dir)])
     if status != 0:
@@ -32,3 +34,16 @@ def build_site(output_dir: Path = SITE_DIR) -> Path:
     front_page.write_text(f'<!DOCTYPE html>\n<meta http-equiv="refresh" content="0; url={START_PAGE}">\n'
                           f'<a href="{START_PAGE}">attendance-kit</a>\n', encoding="utf-8")
     return front_page
+
+
+def prepare(output_dir: Path) -> None:
+    """The site's folder, made if missing, or one line saying why it cannot be (Sphinx would print a traceback)."""
+    fix = "give --output a folder you may write, or leave it out (build/docs in the clone)"
+    if output_dir.exists() and not output_dir.is_dir():
+        raise KitError(f"the site's folder {output_dir} is a file: {fix}")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise KitError(f"cannot make the site's folder {output_dir}: {error.strerror}: {fix}") from None
+    if not os.access(output_dir, os.W_OK):
+        raise KitError(f"cannot write to the site's folder {output_dir}: {fix}")

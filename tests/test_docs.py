@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -157,3 +159,12 @@ def test_the_link_check_finds_a_missing_page_and_a_missing_anchor(tmp_path: Path
     (tmp_path / "b.html").write_text('<a href="a.html#here">a</a> <a href="c.html">c</a> <img src="x.png">')
     assert sorted(broken_links(tmp_path)) == ["a.html: #there (no such anchor)", "a.html: b.html#here (no such anchor)",
                                               "b.html: c.html (no such file)", "b.html: x.png (no such file)"]
+
+
+def test_a_site_folder_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "site").write_text("")
+    result = subprocess.run([sys.executable, "-m", "attendance_kit.cli", "docs", "--output", str(tmp_path / "site")],
+                            capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"attendance-kit: error: the site's folder {tmp_path / 'site'} is a file: give --output a "
+                             "folder you may write, or leave it out (build/docs in the clone)\n")
