@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import bench, demo, export, migrations, realtime, term, verification
+from . import bench, demo, docs, export, migrations, realtime, term, verification
 from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
@@ -184,9 +184,7 @@ def bench_gateway(args: argparse.Namespace) -> None:
 
 
 def docs_command(args: argparse.Namespace) -> None:
-    from . import docs  # Sphinx: loaded only for this command
-
-    print(docs.build_site(Path(args.output)) if args.output else docs.build_site())
+    print(docs.build_site(Path(args.output) if args.output else docs.SITE_DIR))
 
 
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
