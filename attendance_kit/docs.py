@@ -25,8 +25,10 @@ def build_site(output_dir: Path = SITE_DIR) -> Path:
     except ImportError:
         raise KitError("Sphinx is not installed: `./kit docs` installs it, or pip install -e '.[test]'") from None
     prepare(output_dir)
-    status = build_main(["--builder", "html", "--conf-dir", str(DOCS_DIR), "--fail-on-warning", "--quiet",
-                         str(PROJECT_DIR), str(output_dir)])
+    # Every page read afresh each time: Sphinx warns only about the pages it reads, so a page left unread because
+    # it did not change would pass a second build with the broken link the first one reported.
+    status = build_main(["--builder", "html", "--conf-dir", str(DOCS_DIR), "--fresh-env", "--fail-on-warning",
+                         "--quiet", str(PROJECT_DIR), str(output_dir)])
     if status != 0:
         raise KitError("the site did not build: Sphinx's messages above name each file and line to fix")
     front_page = output_dir / "index.html"
