@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import bench, demo, export, migrations, realtime, term, verification
+from . import bench, demo, docs, export, migrations, realtime, term, verification
 from .bench import realtime as bench_realtime_module
 from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
@@ -192,6 +192,10 @@ def bench_gateway(args: argparse.Namespace) -> None:
     print(bench.render(gateway.gateway(seconds=args.seconds, database_url=args.database_url), args.format))
 
 
+def docs_command(args: argparse.Namespace) -> None:
+    print(docs.build_site(Path(args.output) if args.output else docs.SITE_DIR))
+
+
 def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or os.environ.get(URL_VARIABLE)
     if url:
@@ -291,6 +295,11 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     ver.add_argument("--format", choices=["table", "json"], default="table")
     ver.set_defaults(run=verify_command)
+
+    dc = commands.add_parser("docs", help="the walkthrough as a static site: README, docs/, the notebooks as "
+                                          "committed; print its front page")
+    dc.add_argument("--output", help="the site's folder (default: build/docs in the clone)")
+    dc.set_defaults(run=docs_command)
 
     jl = commands.add_parser("lab", help="database up, then JupyterLab on notebooks/ (extra args go to jupyter)")
     jl.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")

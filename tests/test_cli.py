@@ -243,19 +243,20 @@ def test_bench_startup_reports_its_figures() -> None:
     assert figures["runs"] == 1 and 0 < figures["accepting_connections_s"] <= figures["migrated_with_demo_data_s"]
 
 
-def readme_commands() -> list[str]:
-    """Every `./kit ...` command the README shows: in code spans (the command table's synopses among them) and
-    on the lines of its code blocks."""
-    text = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+def shown_commands() -> list[str]:
+    """Every `./kit ...` command the README and the pages in docs/ show: in code spans (the README's command
+    table's synopses among them) and on the lines of their code blocks."""
+    pages = [PROJECT_DIR / "README.md", *sorted((PROJECT_DIR / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
     spans = re.findall(r"`(\./kit [^`]+)`", text)
     block_lines = [line.strip() for block in re.findall(r"```sh\n(.*?)```", text, re.S)
                    for line in block.splitlines() if line.strip().startswith("./kit ")]
     return spans + [line.split("  #")[0].strip() for line in block_lines]
 
 
-def test_every_command_the_readme_shows_is_one_the_kit_takes() -> None:
-    commands = readme_commands()
-    assert {"./kit lab", "./kit test", "./kit db reset", "./kit verify"} <= set(commands)
+def test_every_command_the_docs_show_is_one_the_kit_takes() -> None:
+    commands = shown_commands()
+    assert {"./kit lab", "./kit test", "./kit db reset", "./kit docs", "./kit verify"} <= set(commands)
     for command in commands:
         # A synopsis: drop [optional] parts, give each PLACEHOLDER a value.
         concrete = re.sub(r"\[[^\]]*\](\.\.\.)?", "", command.replace("\\|", "|"))
@@ -266,7 +267,7 @@ def test_every_command_the_readme_shows_is_one_the_kit_takes() -> None:
         try:
             args, extra = cli.parser().parse_known_args(words)
         except SystemExit:
-            raise AssertionError(f"the README shows {command!r}, which attendance-kit does not take") from None
+            raise AssertionError(f"the docs show {command!r}, which attendance-kit does not take") from None
         assert not extra or args.run is cli.lab, f"{command!r}: attendance-kit does not take {extra}"
 
 

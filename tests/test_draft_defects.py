@@ -1,7 +1,7 @@
 """Each defect of the draft, shown on its own SQL, and the same check passing on the kit's migrations.
 
 `draft` is a database with the kit's foundation (auth shim, base schema, personas) and then the draft's SQL
-verbatim; `conn` is a database with the kit's migrations. The numbers are the defects' in DEVELOPERS.md.
+verbatim; `conn` is a database with the kit's migrations. The numbers are the defects' in docs/deviations.md.
 """
 
 from __future__ import annotations
