@@ -179,7 +179,7 @@ def test_each_persona_receives_exactly_the_rows_rls_lets_it_select(
             conn.execute(f"create policy whole_row on public.{table} for select to authenticated "
                          f"using (not (to_jsonb({table}) ? 'ordinality'))")
     # Two workers for nine subscribers: the subscribers are split across two authorising connections.
-    with Realtime(db_url, workers=2, subscribers_per_worker=5) as realtime:
+    with Realtime(db_url, lanes=2, subscribers_per_lane=5) as realtime:
         subscribers = {who: realtime.subscribe(who) for who in (*EMAILS, "anon", "service_role")}
         open_sessions(conn)
         check_in(conn, SAM.email, ENGINES_LECTURE)
