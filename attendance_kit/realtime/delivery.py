@@ -293,6 +293,7 @@ def _call(lane: Authoriser, function: Function, share: list[int], arguments: lis
 
 
 def _lost(error: psycopg.Error) -> KitError:
-    """A lost connection ends the feed: the batch is consumed from the slot, so going on would drop events."""
+    """A lost connection ends the change feed: the batch is consumed from the slot, so going on would drop its
+    events."""
     return KitError(f"realtime lost a connection while authorising a batch ({one_line(error)}): stopping "
                     "rather than dropping its events")
