@@ -78,7 +78,7 @@ HELPER_SETS = {
 
 
 def test_the_helpers_follow_the_user_within_one_session(conn: psycopg.Connection) -> None:
-    # plpgsql keeps its plans for the session (sql/011): a new user on the same connection gets their own sets.
+    # plpgsql keeps its plans for the connection (sql/002): a new user on the same connection gets their own sets.
     load(conn)
     user_ids = dict(conn.execute("select email, id from auth.users where email like '%%@attendance-kit.test'"))
     for email in ["ada@attendance-kit.test", "sam@attendance-kit.test", "olive@attendance-kit.test",

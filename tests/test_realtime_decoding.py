@@ -145,7 +145,7 @@ def test_type_origin_and_logical_messages_are_read_past() -> None:
     assert [(c.type, c.new) for c in changes] == [("INSERT", (b"5", b"x", None))]
 
 
-def test_what_the_feed_never_asks_for_is_refused() -> None:
+def test_what_the_change_feed_never_asks_for_is_refused() -> None:
     decoder = PgOutputDecoder()
     decoder.decode(CHANNELS_DEFAULT)
     with pytest.raises(ValueError, match="unexpected pgoutput message b'S'"):  # streaming needs proto_version 2
