@@ -1,11 +1,12 @@
 """What the notebooks show: a file of sql/ as it is on disk, the access contract's result as a colour-coded table,
-a query's rows as a persona reads them, who received which realtime change (pandas DataFrames), and `eventually`,
-to wait for what a realtime client receives. The command line needs none of it: IPython and pandas are imported
-only here, when a notebook calls these."""
+a query's rows as a persona reads them, who received which realtime change (pandas DataFrames); and two helpers:
+`load_sql_magic` (JupySQL's `%sql`, quietly) and `eventually`, to wait for what a realtime client receives. The
+command line needs none of it: IPython and pandas are imported only here, when a notebook calls these."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,25 @@ if TYPE_CHECKING:
     from .realtime import Event, Subscriber
 
 RECEIVED = "✓"
+JUPYSQL_SETTINGS_LOADED = "Loading configurations from "
+
+
+def load_sql_magic() -> None:
+    """`%reload_ext sql` (JupySQL), its settings from the kit's pyproject.toml, without the line JupySQL prints
+    about them: "Loading configurations from <the absolute path of pyproject.toml>", which shows where this clone
+    lives (and in committed notebooks, where the maintainer's did). JupySQL has no setting to silence it, and it
+    finds the file from the working directory up, so any notebook of the kit meets it. Whatever else loading
+    prints (a warning about a setting) is shown."""
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as loading:
+        get_ipython().run_line_magic("reload_ext", "sql")
+    print(loading.stdout, end="")
+    print(loading.stderr, end="", file=sys.stderr)
+    for output in loading.outputs:
+        if not str(output.data.get("text/plain", "")).startswith(JUPYSQL_SETTINGS_LOADED):
+            output.display()
 
 
 def show_sql(name: str) -> Markdown:

@@ -1,16 +1,18 @@
-"""What the notebooks show (attendance_kit/display.py): the delivery matrix of a real poll, and `eventually`."""
+"""What the notebooks show (attendance_kit/display.py): the delivery matrix of a real poll, `eventually`, and
+JupySQL loaded quietly."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from attendance_kit import KitError, as_user
 from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, GRACE, SAM, TESS
-from attendance_kit.display import RECEIVED, delivery_matrix, eventually
+from attendance_kit.display import RECEIVED, delivery_matrix, eventually, load_sql_magic
 from attendance_kit.realtime import Realtime
 
 
@@ -66,3 +68,21 @@ def test_eventually_waits_until_the_condition_holds_or_the_time_is_up() -> None:
     held, waited, never, gave_up_after = asyncio.run(scenario())
     assert held and 0.15 < waited < 2
     assert not never and 0.3 <= gave_up_after < 2
+
+
+def test_load_sql_magic_applies_the_kit_s_settings_without_naming_where_the_clone_lives() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    shell = InteractiveShell.instance()
+    try:
+        with capture_output() as plain:  # what `%reload_ext sql` shows: the settings' file, by absolute path
+            shell.run_line_magic("reload_ext", "sql")
+        with capture_output() as quiet:
+            load_sql_magic()
+    finally:
+        InteractiveShell.clear_instance()
+    shown = [output.data["text/plain"] for output in plain.outputs]
+    assert shown[0] == f"Loading configurations from {Path('pyproject.toml').resolve()}."
+    assert [output.data["text/plain"] for output in quiet.outputs] == shown[1:]  # the settings table stays
+    assert "displaycon  | False" in shown[-1] and "feedback   |   0" in shown[-1]
