@@ -52,7 +52,7 @@ RETIRED = [
     Retired(re.compile(r"\btokens\.verify\b|\bfrom \.*(realtime\.)?tokens import [^\n]*\bverify\b"),
             "tokens.check_token"),
     # A PostgreSQL session is a connection.
-    Retired(re.compile(r"\bsession's (temporary slots|pg_temp|search_path)|\bplans for the session\b", re.I),
+    Retired(re.compile(r"\bsession's `?(temporary slots|pg_temp|search_path)|\bplans for the session\b", re.I),
             "connection"),
 ]
 
