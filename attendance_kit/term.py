@@ -86,7 +86,9 @@ def load_demo_term(conn: psycopg.Connection, size: TermSize = TermSize(),
     sessions = [(week, course) for week in range(size.weeks) for course in COURSES]
     held = False
     for done, (week, course) in enumerate(sessions, 1):
-        session = term_id(f"session-{course.id}-{week}")
+        # The term's ids and random draws derive from this label, older than the word "session": renaming it would
+        # generate another term.
+        session = term_id(f"lesson-{course.id}-{week}")
         if not conn.execute("select 1 from public.live_sessions where id = %s", [session]).fetchone():
             with conn.transaction():
                 _hold_session(conn, random.Random(f"{size.random_seed}:{session}"), session, week, course,
