@@ -161,7 +161,7 @@ def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
 
 
 class Delivery:
-    """What a `Realtime` keeps from poll to poll to deliver: its authorising connections and its column lists."""
+    """What a `Realtime` keeps from poll to poll to deliver: its lanes and its `EventBuilder` (column lists)."""
 
     def __init__(self, feed: ChangeFeed, conn: psycopg.Connection, database_url: str | None, *, lanes: int,
                  subscribers_per_lane: int) -> None:
