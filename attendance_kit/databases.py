@@ -44,7 +44,7 @@ MARK = "made by attendance-kit: dropped and made afresh at each run"  # the comm
 @dataclass(frozen=True)
 class Contents:
     """What a lesson database holds before its notebook runs: sql/ through `through` ("all": every file; None:
-    nothing), then optionally the demo data (sql/seed.sql) and a term of lessons (`load_demo_term`)."""
+    nothing), then optionally the demo data (sql/seed.sql) and a term of sessions (`load_demo_term`)."""
 
     through: str | None = None
     demo_data: bool = False
@@ -57,7 +57,7 @@ class Contents:
         if self.demo_data or self.demo_term:
             what.append("the demo data")
         if self.demo_term:
-            what.append("a term of lessons")
+            what.append("a term of sessions")
         return ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else what[0]
 
     def template_name(self) -> str | None:
@@ -104,7 +104,7 @@ class Lesson:
 def start_lesson(name: str, through: str | None = None, *, demo_data: bool = False, demo_term: bool = False,
                  server_url: str | None = None) -> Lesson:
     """Drop the database `name` if it exists and make it afresh, holding sql/ through `through` ("all" for every
-    file, None for nothing) and, if asked, the demo data and a term of lessons. On the server of `server_url`,
+    file, None for nothing) and, if asked, the demo data and a term of sessions. On the server of `server_url`,
     else of $ATTENDANCE_KIT_DATABASE_URL, else the kit's cluster. Connections to the old one are closed."""
     contents = Contents(through, demo_data, demo_term)
     server = database_url(server_url)
@@ -186,8 +186,8 @@ def _recreate(admin: psycopg.Connection, name: str, template: str) -> None:
 
 
 def _drop(admin: psycopg.Connection, name: str) -> None:
-    # DROP ... WITH (FORCE) refuses a database with an active replication slot (a realtime feed of the notebook
-    # being run again in the same kernel): end the sessions that hold one first.
+    # DROP ... WITH (FORCE) refuses a database with an active replication slot (a change feed of the notebook
+    # being run again in the same kernel): end the connections that hold one first.
     admin.execute("select pg_terminate_backend(active_pid) from pg_replication_slots "
                   "where database = %s and active_pid is not null", [name])
     admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

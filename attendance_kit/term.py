@@ -1,13 +1,13 @@
-"""A term of demo lessons for exploratory analytics, written through the real tables, policies and triggers.
+"""A term of demo sessions for exploratory analytics, written through the real tables, policies and triggers.
 
-Three courses (Ada's, Grace's, and Alan's, a third teacher) meet weekly. In each lesson the teacher starts the
-session and opens a channel, students check themselves in (early, on time, late, or not at all; a few are
+Three courses (Ada's, Grace's, and Alan's, a third teacher) meet weekly. In each session the teacher starts it
+and opens a channel, students check themselves in (early, on time, late, or not at all; a few are
 chronically absent), connections rise and fall, the teacher records the absent, corrects some statuses with a
 reason, and ends the session. Every write is made as the person who would make it (`as_user` semantics),
-stamped with the lesson's time through the `attendance_kit.as_of` setting, so `session_analytics`,
+stamped with the session's time through the `attendance_kit.as_of` setting, so `session_analytics`,
 `attendance_status_changes` and `session_status_changes` are produced by the kit's own triggers, at fixed
-times. The same random seed and sizes give the same term, ids included. Each lesson is one transaction, so an
-interrupted run leaves whole lessons only, and running it again adds the missing ones.
+times. The same random seed and sizes give the same term, ids included. Each session is one transaction, so an
+interrupted run leaves whole sessions only, and running it again adds the missing ones.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Course(NamedTuple):
     title: str
     teacher_email: str
     group_id: str
-    hour: int  # hours after 09:00 on lesson day
+    hour: int  # hours after 09:00 on the day of its session
 
 
 COURSES = [
@@ -50,7 +50,7 @@ FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Ema", "Femi", "Gus", "Hana", "Ivo"
                "Nora", "Omar", "Pia", "Quin", "Rosa", "Teo", "Vera", "Wen", "Yara", "Zeb", "Ines"]
 LAST_NAMES = ["Adler", "Brandt", "Costa", "Dahl", "Eze", "Fischer", "Gupta", "Haddad", "Ito", "Jansen", "Kim",
               "Lund", "Moreau", "Novak", "Okoro", "Park", "Quist", "Rossi", "Sato", "Torres"]
-# Corrections a teacher makes after the lesson: (from status, to status, reason, probability per record).
+# Corrections a teacher makes after the session: (from status, to status, reason, probability per record).
 CORRECTIONS = [
     (True, False, "left early", 0.03),
     (False, True, "network down: was in the room", 0.06),
@@ -63,7 +63,7 @@ LATE_CORRECTION = "arrived after the first half"
 class Student:
     id: str
     group_id: str
-    absence: float  # probability of missing a lesson
+    absence: float  # probability of missing a session
     lateness: float  # probability of arriving late when present
 
 
@@ -83,17 +83,19 @@ def load_demo_term(conn: psycopg.Connection, size: TermSize = TermSize(),
                    progress: Callable[[int, int], None] | None = None) -> bool:
     """Generate the term on top of the personas (`load_demo_data` first); False if it was all there already."""
     students = _enrol(conn, size)
-    lessons = [(week, course) for week in range(size.weeks) for course in COURSES]
+    sessions = [(week, course) for week in range(size.weeks) for course in COURSES]
     held = False
-    for done, (week, course) in enumerate(lessons, 1):
-        lesson = term_id(f"lesson-{course.id}-{week}")
-        if not conn.execute("select 1 from public.live_sessions where id = %s", [lesson]).fetchone():
+    for done, (week, course) in enumerate(sessions, 1):
+        # The term's ids and random draws derive from this label, older than the word "session": renaming it would
+        # generate another term.
+        session = term_id(f"lesson-{course.id}-{week}")
+        if not conn.execute("select 1 from public.live_sessions where id = %s", [session]).fetchone():
             with conn.transaction():
-                _hold_lesson(conn, random.Random(f"{size.random_seed}:{lesson}"), lesson, week, course,
-                             [s for s in students if s.group_id == course.group_id])
+                _hold_session(conn, random.Random(f"{size.random_seed}:{session}"), session, week, course,
+                              [s for s in students if s.group_id == course.group_id])
             held = True
         if progress:
-            progress(done, len(lessons))
+            progress(done, len(sessions))
     return held
 
 
@@ -139,9 +141,9 @@ def _generated_student(conn: psycopg.Connection, rng: random.Random, group_id: s
 @contextmanager
 def _acting(conn: psycopg.Connection, who: tuple[str, dict[str, Any]], when: datetime,
             reason: str | None = None) -> Iterator[psycopg.Cursor]:
-    """One request by `who` at lesson time `when` (and with a change reason), like an API call.
+    """One request by `who` at session time `when` (and with a change reason), like an API call.
 
-    It runs in a savepoint of the lesson's transaction; what it set is undone at its end, so the next step
+    It runs in a savepoint of the session's transaction; what it set is undone at its end, so the next request
     starts as the owner again.
     """
     with conn.transaction(), conn.cursor() as cur:
@@ -154,20 +156,20 @@ def _acting(conn: psycopg.Connection, who: tuple[str, dict[str, Any]], when: dat
                     "set_config('attendance_kit.change_reason', '', true)")
 
 
-def _hold_lesson(conn: psycopg.Connection, rng: random.Random, lesson: str, week: int, course: Course,
-                 students: list[Student]) -> None:
+def _hold_session(conn: psycopg.Connection, rng: random.Random, session: str, week: int, course: Course,
+                  students: list[Student]) -> None:
     course_id, title, teacher_email, group_id, hour = course
     start = TERM_START + timedelta(weeks=week, hours=hour)
     teacher = resolve_user(conn, teacher_email)
     server = ("service_role", supabase_claims("service_role"))
     conn.execute("insert into public.live_sessions (id, course_id, title, group_ids, starts_at, ends_at) "
                  "values (%s, %s, %s, %s, %s, %s)",
-                 [lesson, course_id, f"{title}: lecture {week + 2}", [group_id], start, start + timedelta(minutes=90)])
+                 [session, course_id, f"{title}: lecture {week + 2}", [group_id], start, start + timedelta(minutes=90)])
 
-    with _acting(conn, teacher, start - timedelta(minutes=5), "lesson starts") as cur:
-        cur.execute("update public.live_sessions set status = 'live' where id = %s", [lesson])
+    with _acting(conn, teacher, start - timedelta(minutes=5), "session starts") as cur:
+        cur.execute("update public.live_sessions set status = 'live' where id = %s", [session])
         cur.execute("insert into public.websocket_channels (session_id, channel_name) values (%s, 'presence')",
-                    [lesson])
+                    [session])
 
     arrivals = sorted(((_arrival(rng, student, start), student) for student in students
                        if rng.random() >= student.absence), key=lambda arrival: (arrival[0], arrival[1].id))
@@ -175,27 +177,27 @@ def _hold_lesson(conn: psycopg.Connection, rng: random.Random, lesson: str, week
     for connected, (at, student) in enumerate(arrivals, 1):
         with _acting(conn, server, at - timedelta(seconds=30)) as cur:
             cur.execute("update public.websocket_channels set active_connections = %s, last_activity = %s "
-                        "where session_id = %s", [connected + min(guests, connected // 6), at, lesson])
+                        "where session_id = %s", [connected + min(guests, connected // 6), at, session])
         with _acting(conn, _student_claims(student), at) as cur:
             cur.execute("insert into public.attendance_records (session_id, student_id) values (%s, auth.uid())",
-                        [lesson])
+                        [session])
 
     end = start + timedelta(minutes=90)
     with _acting(conn, server, end - timedelta(minutes=2)) as cur:
         cur.execute("update public.websocket_channels set active_connections = active_connections / 3, "
-                    "last_activity = %s where session_id = %s", [end, lesson])
+                    "last_activity = %s where session_id = %s", [end, session])
     with _acting(conn, teacher, end, "not checked in") as cur:
         cur.execute("insert into public.attendance_records (session_id, student_id, status) "
                     "select %s, sp.id, false from public.student_profiles sp where sp.group_id = %s "
                     "and not exists (select 1 from public.attendance_records ar "
                     "where ar.session_id = %s and ar.student_id = sp.id) order by sp.id",
-                    [lesson, group_id, lesson])
-    _correct(conn, rng, teacher, lesson, end, arrivals, students, start)
+                    [session, group_id, session])
+    _correct(conn, rng, teacher, session, end, arrivals, students, start)
     with _acting(conn, server, end + timedelta(minutes=3)) as cur:
         cur.execute("update public.websocket_channels set active_connections = 0, last_activity = %s "
-                    "where session_id = %s", [end + timedelta(minutes=3), lesson])
-    with _acting(conn, teacher, end + timedelta(minutes=15), "lesson over") as cur:
-        cur.execute("update public.live_sessions set status = 'ended' where id = %s", [lesson])
+                    "where session_id = %s", [end + timedelta(minutes=3), session])
+    with _acting(conn, teacher, end + timedelta(minutes=15), "session over") as cur:
+        cur.execute("update public.live_sessions set status = 'ended' where id = %s", [session])
 
 
 def _arrival(rng: random.Random, student: Student, start: datetime) -> datetime:
@@ -211,10 +213,10 @@ def _student_claims(student: Student) -> tuple[str, dict[str, Any]]:
     return "authenticated", supabase_claims("authenticated", uuid.UUID(student.id))
 
 
-def _correct(conn: psycopg.Connection, rng: random.Random, teacher: tuple[str, dict[str, Any]], lesson: str,
+def _correct(conn: psycopg.Connection, rng: random.Random, teacher: tuple[str, dict[str, Any]], session: str,
              end: datetime, arrivals: list[tuple[datetime, Student]], students: list[Student],
              start: datetime) -> None:
-    """The teacher's corrections after the lesson, each an audited status change with its reason."""
+    """The teacher's corrections after the session, each an audited status change with its reason."""
     arrived = {student.id: at for at, student in arrivals}
     changes = []
     for student in students:
@@ -229,4 +231,4 @@ def _correct(conn: psycopg.Connection, rng: random.Random, teacher: tuple[str, d
     for minute, (student_id, status, reason) in enumerate(changes, 5):
         with _acting(conn, teacher, end + timedelta(minutes=minute), reason) as cur:
             cur.execute("update public.attendance_records set status = %s where session_id = %s "
-                        "and student_id = %s", [status, lesson, student_id])
+                        "and student_id = %s", [status, session, student_id])

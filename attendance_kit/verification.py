@@ -1,4 +1,4 @@
-"""Policy verification (the seed's step 5): the access contract in sql/access_contract.yaml, tried for real.
+"""Policy verification (the draft's step 5): the access contract in sql/access_contract.yaml, tried for real.
 
 Every cell of the contract runs as its persona the way Supabase's API would run it (SET LOCAL ROLE +
 request.jwt.claims), inside a savepoint that is rolled back, within a transaction that is rolled back too:

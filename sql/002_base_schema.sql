@@ -1,5 +1,5 @@
--- Base schema: the tables the seed's extension builds on but never defines, with least-privilege RLS.
--- Column names follow the seed's SQL: live_sessions.course_id / group_ids / status, courses.teacher_id,
+-- Base schema: the tables the draft's extension builds on but never defines, with least-privilege RLS.
+-- Column names follow the draft's SQL: live_sessions.course_id / group_ids / status, courses.teacher_id,
 -- student_profiles.group_id (its id is the student's user id), attendance_records.session_id / student_id
 -- / status (boolean: present or not).
 
@@ -120,7 +120,7 @@ execute function private.sync_session_groups();
 -- (security definer) so that a policy on one table can consult another without recursing through that table's
 -- own policies. They are plpgsql: before PostgreSQL 18 an SQL-language function parses and plans its body again
 -- in every statement that calls it (on PostgreSQL 15 a student's channel list took 2.5x the hand-filtered read
--- that way, 1.2x in plpgsql), while plpgsql keeps its plans for the session.
+-- that way, 1.2x in plpgsql), while plpgsql keeps its plans for the connection.
 
 -- The user the request runs as: auth.uid()'s value. Policies say `(select private.current_user_id())` rather than
 -- `(select auth.uid())`: auth.uid() is an SQL function the planner inlines, so every statement would parse and
@@ -349,7 +349,7 @@ on public.attendance_records for update to authenticated
 using (session_id = any (array (select private.taught_session_ids())))
 with check (session_id = any (array (select private.taught_session_ids())));
 
--- The seed's publication, which step 4 (sql/006) fills with the tables realtime subscribers follow.
+-- The draft's publication, which step 4 (sql/006) fills with the tables realtime subscribers follow.
 do $$
 begin
     if not exists (select 1 from pg_publication where pubname = 'live_attendance_pub') then

@@ -1,5 +1,5 @@
--- Step 1 of the seed: its four tables and their indexes, with its names and meaning. Changes from the draft
--- (README, "Deviations from the seed"): session_id / attendance_id are NOT NULL and cascade with their parent
+-- Step 1 of the draft: its four tables and their indexes, with its names and meaning. Changes from the draft
+-- (README, "Deviations from the draft"): session_id / attendance_id are NOT NULL and cascade with their parent
 -- (a row about no session protects and means nothing); changed_by defaults to the acting user; every foreign
 -- key has an index behind it; the times the schema records come from private.as_of() (sql/002): now, unless a
 -- server-side writer such as an import sets the transaction's `attendance_kit.as_of`.

@@ -1,8 +1,8 @@
--- Step 2 of the seed: who may do what with the four tables, in Supabase's recommended form: `TO authenticated`,
+-- Step 2 of the draft: who may do what with the four tables, in Supabase's recommended form: `TO authenticated`,
 -- the user's id evaluated once per statement (`(select private.current_user_id())`, auth.uid()'s value; sql/002
 -- says why not auth.uid() itself), each user's allowed set computed once through a security-definer helper in
 -- schema `private` (not exposed by the API) and matched with `= any (array (...))`, so an index on the filtered
--- column serves it. Keeps the seed's policy names; changes are listed in the README. `attendance-kit bench rls`
+-- column serves it. Keeps the draft's policy names; changes are listed in the README. `attendance-kit bench rls`
 -- measures each persona's read under these policies against the same read hand-filtered by the owner.
 
 -- Two more helpers (the others are in sql/002), written the same way: plpgsql, security definer, empty search_path.

@@ -1,20 +1,20 @@
--- Step 3 of the seed: the analytics trigger, plus the two audit triggers the seed's tables imply but never wrote.
+-- Step 3 of the draft: the analytics trigger, plus the two audit triggers the draft's tables imply but never wrote.
 -- The trigger functions are SECURITY DEFINER with an empty search_path and schema-qualified names: they write
 -- tables the acting user may not write (RLS would deny a teacher's check-in otherwise), and nobody can steer them
 -- through search_path. They are trigger functions only: the API roles cannot execute them.
 --
--- Analytics keep the seed's contract: session_analytics is each session's time series, its newest row (by
+-- Analytics keep the draft's contract: session_analytics is each session's time series, its newest row (by
 -- recorded_at, then id) the session's current state. What changes is how a snapshot is computed:
 -- - once per statement, not per row: statement-level triggers see the changed rows in transition tables (which
 --   PostgreSQL allows for one event per trigger, hence one trigger per event), and write one snapshot per session
 --   the statement touched (insert, update, delete, a move between sessions);
 -- - from running totals, not a recount. Each session's counts live in a row of private.session_attendance_totals
---   and every statement applies its deltas to it with `insert ... on conflict do update`. The seed's recount cost
+--   and every statement applies its deltas to it with `insert ... on conflict do update`. The draft's recount cost
 --   grew with the session (4,000 check-ins into a session of 1,000 took seconds), and under READ COMMITTED two
 --   concurrent writers each missed the other's uncommitted rows, so the newest snapshot was wrong after both
 --   committed. The totals row's lock serialises the writers of one session until they commit, and each update
 --   starts from the latest committed counts: no delta is lost, and a check-in costs the same at any class size
---   (`attendance-kit bench triggers` measures it against the seed's trigger);
+--   (`attendance-kit bench triggers` measures it against the draft's trigger);
 -- - a snapshot's time is taken while holding that lock and is strictly increasing per session, so a
 --   later-committed snapshot always sorts after an earlier one;
 -- - every channel of the session counts towards connection_count; a session without channels has 0.

@@ -1,6 +1,6 @@
--- Step 4 of the seed: publish the tables for realtime. Idempotent, unlike the draft's bare ALTER PUBLICATION:
+-- Step 4 of the draft: publish the tables for realtime. Idempotent, unlike the draft's bare ALTER PUBLICATION:
 -- the publication is created if missing and a table is added only if it is not in it yet. The base tables the
--- realtime lesson is about (attendance_records, live_sessions) are published too. The same tables go into
+-- realtime notebooks follow (attendance_records, live_sessions) are published too. The same tables go into
 -- supabase_realtime wherever it exists (on Supabase, and from the auth shim elsewhere), the publication Supabase
 -- Realtime reads: without them there it refuses every postgres_changes subscription. Tables already in either
 -- publication stay.

@@ -1,6 +1,6 @@
 -- Demo data: the documented personas (README, "Personas") with fixed UUIDs, their courses, groups and
 -- sessions. Not a migration: `attendance-kit migrate --demo-data` loads it, and loading it twice changes
--- nothing. On Supabase, `supabase db reset` can load it as the project's seed file.
+-- nothing. On Supabase, `supabase db reset` loads it as the project's `supabase/seed.sql`.
 
 insert into auth.users (id, email) values
     ('a0000000-0000-4000-8000-000000000001', 'ada@attendance-kit.test'),

@@ -29,7 +29,7 @@ from attendance_kit.lints import run_lints
 
 THIRD = "5e000000-0000-4000-8000-000000000003"  # Ada's, created by `prepare`
 SESSIONS = [ENGINES_LECTURE, COMPILERS_LECTURE, THIRD]
-WORKERS, ROUNDS, POOL = 8, 4, 24
+WRITERS, ROUNDS, POOL = 8, 4, 24
 GATE_TIMEOUT_S = 60
 
 ALL_OPS = ("insert", "status", "delete", "move")
@@ -50,14 +50,14 @@ def draft_url(empty_db: str) -> str:
     return empty_db
 
 
-def student_id(worker: int, n: int) -> str:
-    return f"d1000000-0000-4000-8000-{worker:04x}{n:08x}"
+def student_id(writer: int, n: int) -> str:
+    return f"d1000000-0000-4000-8000-{writer:04x}{n:08x}"
 
 
-def prepare(url: str, workers: int = WORKERS, pool: int = POOL) -> list[list[str]]:
+def prepare(url: str, writers: int = WRITERS, pool: int = POOL) -> list[list[str]]:
     """A third session, one channel per session (the draft's trigger breaks on none or two), and `pool` students
-    (group Engines A) for each worker. Returns each worker's students."""
-    students = [[student_id(w, n) for n in range(pool)] for w in range(workers)]
+    (group Engines A) for each writer. Returns each writer's students."""
+    students = [[student_id(w, n) for n in range(pool)] for w in range(writers)]
     flat = [s for pool_ in students for s in pool_]
     with connect(url) as conn, conn.transaction():
         conn.execute("""
@@ -229,7 +229,7 @@ def test_concurrent_writers_leave_the_newest_snapshot_true(db_url: str, ops: tup
     assert run_workload(db_url, students, ops) == [{}] * ROUNDS
     with connect(db_url) as conn:
         # Every transaction wrote one snapshot per session per statement touching it, all in commit order.
-        assert conn.execute("select count(*) from session_analytics").fetchone()[0] >= WORKERS * ROUNDS * 3
+        assert conn.execute("select count(*) from session_analytics").fetchone()[0] >= WRITERS * ROUNDS * 3
         assert conn.execute("""
             select count(*) from (select recorded_at <= lag(recorded_at) over w as out_of_order
                                   from session_analytics window w as (partition by session_id order by recorded_at, id)
@@ -259,7 +259,7 @@ def test_contended_rows_stay_right(db_url: str) -> None:
     """Writers fighting over the same few rows: upserts, status flips, deletes and moves of shared rows, in
     transactions of one to three statements, retried on deadlock and unique violation. Concurrent updates of a
     row re-read its latest version, concurrent deletes of one row count once."""
-    prepare(db_url, workers=1, pool=10)
+    prepare(db_url, writers=1, pool=10)
     shared = [student_id(0, n) for n in range(10)]
 
     def work(i: int) -> None:
@@ -277,8 +277,8 @@ def test_contended_rows_stay_right(db_url: str) -> None:
                 except (psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation):
                     pass
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for future in [pool.submit(work, i) for i in range(WORKERS)]:
+    with ThreadPoolExecutor(WRITERS) as pool:
+        for future in [pool.submit(work, i) for i in range(WRITERS)]:
             future.result()
     assert wrong_sessions(db_url) == {}
     with connect(db_url) as conn:

@@ -24,7 +24,7 @@ def test_uid_role_and_jwt_read_the_request_claims(conn: psycopg.Connection) -> N
 def test_claims_set_locally_read_as_null_after_commit(conn: psycopg.Connection) -> None:
     with conn.transaction():
         claims(conn, {"sub": SAM.id, "role": "authenticated"})
-    # The setting now exists in the session with value '' (not NULL): casting '' to uuid would fail.
+    # The setting now exists on the connection with value '' (not NULL): casting '' to uuid would fail.
     assert conn.execute("select current_setting('request.jwt.claims', true)").fetchone()[0] == ""
     assert conn.execute("select auth.uid(), auth.role(), auth.jwt()").fetchone() == (None, None, None)
 

@@ -1,4 +1,4 @@
-"""The base schema the seed builds on: RLS everywhere, least privilege, as the personas see it."""
+"""The base schema the draft builds on: RLS everywhere, least privilege, as the personas see it."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import psycopg
 from attendance_kit import demo
 
 
-def test_the_constants_are_the_seed_files_data(conn: psycopg.Connection) -> None:
+def test_the_constants_are_the_demo_data_s(conn: psycopg.Connection) -> None:
     people = conn.execute("""
         select u.id::text, u.email, p.full_name from auth.users u join public.profiles p on p.id = u.id order by u.id
     """).fetchall()

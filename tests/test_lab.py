@@ -59,9 +59,9 @@ def experiment_by_hand(lab_url: str) -> None:
     """What a newcomer does between runs: the lecture goes live, Sam checks in, channels appear, and a scratch
     table, in the main database and in every lesson database that has the tables."""
     with connect(lab_url) as conn:
-        lessons = [row[0] for row in conn.execute(
+        databases = [row[0] for row in conn.execute(
             "select datname from pg_database where datname like 'lesson\\_%' or datname = current_database()")]
-    for name in lessons:
+    for name in databases:
         with connect(url_with_database(lab_url, name)) as conn:
             conn.execute("create table if not exists public.my_notes (note text)")
             if conn.execute("select to_regclass('public.websocket_channels')").fetchone()[0] is None:

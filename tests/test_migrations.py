@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from attendance_kit import KitError, connect
-from attendance_kit.migrations import applied_checksums, migrate, migrations_in
+from attendance_kit.migrations import EARLIER_CHECKSUMS, Migration, applied_checksums, migrate, migrations_in
 from attendance_kit.paths import SQL_DIR
 
 
@@ -61,3 +63,68 @@ def test_only_numbered_files_are_migrations(tmp_path: Path) -> None:
     for name in ("010_later.sql", "002_early.sql", "seed.sql", "notes.md", "3_short.sql"):
         (tmp_path / name).write_text("select 1;")
     assert [m.name for m in migrations_in(tmp_path)] == ["002_early.sql", "010_later.sql"]
+
+
+def whole_text_checksum(text: str) -> str:
+    """What the ledger recorded before it ignored comments."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_comment_edit_in_an_applied_file_is_accepted_and_a_sql_edit_refused(empty_db: str, tmp_path: Path) -> None:
+    shutil.copytree(SQL_DIR, tmp_path / "sql")
+    with connect(empty_db) as conn:
+        migrate(conn, migrations_in(tmp_path / "sql"))
+        base = tmp_path / "sql" / "003_tables_and_indexes.sql"
+        original = base.read_text()
+        base.write_text("-- A comment line rewritten, another added.\n\n" + original.replace(
+            "-- Index for efficient status change queries", "  --   Indexes for status change queries   ")
+            .replace(";\n", ";   \n\n"))  # blank lines and trailing whitespace
+        assert migrate(conn, migrations_in(tmp_path / "sql")) == []
+        for sql_edit in (original.replace("(session_id, changed_at)", "(changed_at, session_id)"),
+                         original.replace("default 0 check", "default 0 check -- a note\n   "),
+                         original + "\ncomment on table public.websocket_channels is 'x'; -- sneaked in"):
+            base.write_text(sql_edit)
+            with pytest.raises(KitError, match=r"sql/003_tables_and_indexes.sql changed since it was applied"):
+                migrate(conn, migrations_in(tmp_path / "sql"))
+
+
+def test_an_old_style_ledger_row_is_accepted_while_the_sql_is_unchanged_and_rewritten(
+        empty_db: str, tmp_path: Path) -> None:
+    """Ledgers written before the checksum ignored comments hold the whole text's SHA-256."""
+    before = "-- The first table.\ncreate table public.first (id int);\n"
+    (tmp_path / "001_first.sql").write_text(before)
+    with connect(empty_db) as conn:
+        migrate(conn, migrations_in(tmp_path))
+        ledger = "update attendance_kit.applied_migrations set checksum = %s where name = '001_first.sql'"
+        conn.execute(ledger, [whole_text_checksum(before)])
+        assert migrate(conn, migrations_in(tmp_path)) == []  # the same text
+        (today,) = migrations_in(tmp_path)
+        assert applied_checksums(conn) == {"001_first.sql": today.checksum}
+
+        # Its comment corrected since: accepted when the kit knows the earlier text's checksum (EARLIER_CHECKSUMS).
+        conn.execute(ledger, [whole_text_checksum(before)])
+        after = "-- The first table, corrected.\ncreate table public.first (id int);\n"
+        unknown = [Migration("001_first.sql", after)]
+        with pytest.raises(KitError, match=r"sql/001_first.sql changed since it was applied"):
+            migrate(conn, unknown)
+        assert migrate(conn, [Migration("001_first.sql", after, whole_text_checksum(before))]) == []
+        assert applied_checksums(conn) == {"001_first.sql": unknown[0].checksum}
+
+        # Its SQL changed: refused, whatever the row's style.
+        changed = "-- The first table.\ncreate table public.first (id bigint);\n"
+        for row in (whole_text_checksum(before), unknown[0].checksum):
+            conn.execute(ledger, [row])
+            with pytest.raises(KitError, match=r"sql/001_first.sql changed since it was applied"):
+                migrate(conn, [Migration("001_first.sql", changed)])
+
+
+def test_the_kit_s_earlier_checksums_are_of_its_files_with_other_comments_and_the_same_sql() -> None:
+    """EARLIER_CHECKSUMS name the texts of sql/ at commit 67cf4b8: read from the repository's history."""
+    today = {m.name: m for m in migrations_in()}
+    for name, checksum in EARLIER_CHECKSUMS.items():
+        shown = subprocess.run(["git", "show", f"67cf4b8:sql/{name}"], cwd=SQL_DIR, capture_output=True, text=True)
+        if shown.returncode != 0:
+            pytest.skip(f"the repository's history lacks commit 67cf4b8 (a shallow clone?): {shown.stderr.strip()}")
+        earlier = Migration(name, shown.stdout)
+        assert whole_text_checksum(shown.stdout) == checksum and earlier.sql != today[name].sql
+        assert earlier.checksum == today[name].checksum and today[name].accepts(checksum)

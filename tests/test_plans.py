@@ -47,7 +47,7 @@ def test_the_rls_benchmark_measures_every_persona_read(server) -> None:
 
 
 def test_policies_name_the_user_through_a_function_the_planner_calls(conn: psycopg.Connection) -> None:
-    # Inlined, auth.uid() would be parsed and planned again in every statement (sql/011).
+    # Inlined, auth.uid() would be parsed and planned again in every statement (sql/002).
     expressions = [row[0] for row in conn.execute(
         "select concat_ws(' ', qual, with_check) from pg_policies where schemaname = 'public'")]
     assert not [expression for expression in expressions if "auth.uid()" in expression]
@@ -77,8 +77,8 @@ HELPER_SETS = {
 }
 
 
-def test_the_helpers_follow_the_user_within_one_session(conn: psycopg.Connection) -> None:
-    # plpgsql keeps its plans for the session (sql/011): a new user on the same connection gets their own sets.
+def test_the_helpers_follow_the_user_within_one_connection(conn: psycopg.Connection) -> None:
+    # plpgsql keeps its plans for the connection (sql/002): a new user on the same connection gets their own sets.
     load(conn)
     user_ids = dict(conn.execute("select email, id from auth.users where email like '%%@attendance-kit.test'"))
     for email in ["ada@attendance-kit.test", "sam@attendance-kit.test", "olive@attendance-kit.test",

@@ -1,4 +1,5 @@
-"""The realtime change feed on a real server: the slot's lifetime, pgoutput decoding, and delivery under RLS."""
+"""The realtime client on a real server: the change feed's slot and its lifetime, pgoutput decoding, and delivery
+under RLS."""
 
 from __future__ import annotations
 
@@ -173,13 +174,13 @@ def test_each_persona_receives_exactly_the_rows_rls_lets_it_select(
         conn: psycopg.Connection, db_url: str, form: str) -> None:
     if form == "generic":
         # A policy reading the whole row cannot be evaluated on a row held in an array (that row differs, here by
-        # an extra key): the feed must fall back to each subscriber's own SELECT. In the table the policy lets
+        # an extra key): authorisation must fall back to each subscriber's own SELECT. In the table the policy lets
         # every signed-in user read every row; evaluated on a row from the array it would deny them.
         for table in ("attendance_records", "live_sessions", "websocket_channels"):
             conn.execute(f"create policy whole_row on public.{table} for select to authenticated "
                          f"using (not (to_jsonb({table}) ? 'ordinality'))")
-    # Two workers for nine subscribers: the subscribers are split across two authorising connections.
-    with Realtime(db_url, workers=2, subscribers_per_worker=5) as realtime:
+    # Two lanes for nine subscribers: the subscribers are split across two authorising connections.
+    with Realtime(db_url, lanes=2, subscribers_per_lane=5) as realtime:
         subscribers = {who: realtime.subscribe(who) for who in (*EMAILS, "anon", "service_role")}
         open_sessions(conn)
         check_in(conn, SAM.email, ENGINES_LECTURE)
@@ -339,7 +340,7 @@ def test_subscriptions_filter_by_table_event_and_column(conn: psycopg.Connection
                                    filter=f"session_id=in.({COMPILERS_LECTURE},{ENGINES_LECTURE})")
         service = realtime.subscribe("service_role", tables=["attendance_records"],
                                      filter=f"session_id=neq.{ENGINES_LECTURE}")
-        # Refused subscriptions, some refused by the server (a value that does not cast): the feed goes on.
+        # Refused subscriptions, some refused by the server (a value that does not cast): the realtime client goes on.
         for bad, message in ((dict(filter="session_id=like.x"), "is not column=operator.value"),
                              (dict(filter=f"nope=eq.{ENGINES_LECTURE}"), "not a column"),
                              (dict(filter="session_id=eq.not-a-uuid"), "invalid input syntax for type uuid"),
@@ -380,9 +381,9 @@ def test_an_unsubscribed_subscriber_receives_nothing_after(conn: psycopg.Connect
     assert after_everyone == {}
 
 
-def test_a_policy_failing_for_one_subscriber_costs_that_subscriber_alone_and_the_feed_goes_on(
+def test_a_policy_failing_for_one_subscriber_costs_that_subscriber_alone_and_delivery_goes_on(
         conn: psycopg.Connection, db_url: str) -> None:
-    # An error in a session drops its temporary slots: the slot's own connection must never meet one.
+    # An error on a connection drops its temporary slots: the slot's own connection must never meet one.
     conn.execute("create policy fails_for_olive on public.websocket_channels as restrictive for select "
                  f"to authenticated using ((select auth.uid()) <> '{OLIVE.id}' "
                  "or 1 / (length(channel_name) - length(channel_name)) = 1)")  # divides by zero, for Olive
@@ -540,7 +541,7 @@ def test_a_value_python_has_no_type_for_arrives_as_its_text(conn: psycopg.Connec
         conn.execute("update live_sessions set ends_at = 'infinity' where id = %s", [ENGINES_LECTURE])
         (event,) = realtime.poll()[ada]
         conn.execute("update live_sessions set ends_at = null where id = %s", [ENGINES_LECTURE])
-        (after,) = realtime.poll()[ada]  # and the feed goes on
+        (after,) = realtime.poll()[ada]  # and delivery goes on
     assert event["record"]["ends_at"] == "infinity" and after["record"]["ends_at"] is None
 
 

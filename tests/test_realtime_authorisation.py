@@ -3,7 +3,7 @@
 The plans are built by hand (no database): three tables and the three API roles, chosen so the function holds each
 of its parts once: the policy form (`attendance_records` as `authenticated`), the generic form with a one-column
 key (as `service_role`, whose policies the kit cannot evaluate here) and with a two-column key (`realtime_pairs`,
-which the feed's role cannot read whole), a role with no queries at all (`anon`), and a table without RLS, which
+which the kit's role cannot read whole), a role with no queries at all (`anon`), and a table without RLS, which
 Supabase does not ask about (`realtime_open`).
 
 A change to the generated SQL is made on purpose: rewrite the file from the current code with
@@ -39,19 +39,19 @@ def plans() -> list[TablePlan]:
     # Predicates as the catalog combines them: one permissive policy is ((its expression)).
     return [
         TablePlan(16524, "public", "attendance_records", ("id",), records_columns, row_security=True,
-                  checkable=True, feed_reads_all=True, access={
+                  checkable=True, kit_reads_all=True, access={
                       "anon": no_access,
                       "authenticated": Access(True, records_visible, f"(({RECORDS_POLICY}))"),
                       "service_role": Access(True, records_visible, None),
                   }),
         TablePlan(16601, "public", "realtime_pairs", ("a", "b"), pairs_columns, row_security=True, checkable=True,
-                  feed_reads_all=False, access={
+                  kit_reads_all=False, access={
                       "anon": no_access,
                       "authenticated": Access(True, ("a", "b", "note"), "(((a > 0)))"),
                       "service_role": Access(True, ("a", "b", "note"), None),
                   }),
         TablePlan(16700, "public", "realtime_open", ("id",), (("id", "integer"),), row_security=False,
-                  checkable=True, feed_reads_all=True, access={
+                  checkable=True, kit_reads_all=True, access={
                       role: Access(True, ("id",), "true") for role in ROLES
                   }),
     ]

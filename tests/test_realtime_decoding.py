@@ -81,12 +81,12 @@ CHANNELS_DEFAULT = relation(CHANNELS, "public", "websocket_channels", "d",
 
 
 def decode(decoder: PgOutputDecoder, *messages: bytes) -> list[list[Change]]:
-    return [decoder.feed(message) for message in messages]
+    return [decoder.decode(message) for message in messages]
 
 
 def test_a_relation_message_describes_the_table_and_its_columns() -> None:
     decoder = PgOutputDecoder()
-    assert decoder.feed(relation(7, "", "varchar_table", "i", [(True, "code", 1043, 12), (False, "note", TEXT, -1)])
+    assert decoder.decode(relation(7, "", "varchar_table", "i", [(True, "code", 1043, 12), (False, "note", TEXT, -1)])
                         ) == []
     assert decoder.relations[7] == Relation(
         7, "pg_catalog", "varchar_table", "i",  # pgoutput sends an empty namespace for pg_catalog
@@ -145,11 +145,11 @@ def test_type_origin_and_logical_messages_are_read_past() -> None:
     assert [(c.type, c.new) for c in changes] == [("INSERT", (b"5", b"x", None))]
 
 
-def test_what_the_feed_never_asks_for_is_refused() -> None:
+def test_what_the_change_feed_never_asks_for_is_refused() -> None:
     decoder = PgOutputDecoder()
-    decoder.feed(CHANNELS_DEFAULT)
+    decoder.decode(CHANNELS_DEFAULT)
     with pytest.raises(ValueError, match="unexpected pgoutput message b'S'"):  # streaming needs proto_version 2
-        decoder.feed(b"S" + struct.pack("!Ib", 1, 1))
+        decoder.decode(b"S" + struct.pack("!Ib", 1, 1))
     binary = b"I" + struct.pack("!I", CHANNELS) + b"N" + struct.pack("!H", 1) + b"b" + struct.pack("!Ii", 4, 1)
     with pytest.raises(ValueError, match="tuple value kind b'b'"):  # needs the `binary` option
-        decoder.feed(binary)
+        decoder.decode(binary)

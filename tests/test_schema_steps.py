@@ -1,4 +1,5 @@
-"""Seed steps 1–4 as the kit builds them: audits, analytics on delete and move, channels, the publication, lints."""
+"""The draft's steps 1–4 as the kit builds them: audits, analytics on delete and move, channels, the publication,
+lints."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def test_trigger_functions_are_not_executable_through_the_api(conn: psycopg.Conn
 
 
 def test_both_publications_carry_six_tables_and_reapply_cleanly(conn: psycopg.Connection) -> None:
-    """The seed's publication, and supabase_realtime, which Supabase Realtime reads (the shim creates it empty)."""
+    """The draft's publication, and supabase_realtime, which Supabase Realtime reads (the shim creates it empty)."""
     conn.execute((SQL_DIR / "006_realtime_publication.sql").read_text())
     for publication in ("live_attendance_pub", "supabase_realtime"):
         published = conn.execute("""

@@ -43,11 +43,11 @@ def test_the_same_seed_gives_the_same_term(server) -> None:
         assert load_demo_term(first, SMALL) is False
 
 
-def test_the_term_is_written_by_the_kits_triggers_at_lesson_time(server) -> None:
+def test_the_term_is_written_by_the_kits_triggers_at_session_time(server) -> None:
     with term_db(server.fresh_database(migrated=False)) as conn:
-        lessons = conn.execute("select count(*) from live_sessions where status = 'ended'").fetchone()[0]
-        assert lessons == 2 * 3
-        # Each lesson's newest snapshot is its attendance, counted directly.
+        sessions = conn.execute("select count(*) from live_sessions where status = 'ended'").fetchone()[0]
+        assert sessions == 2 * 3
+        # Each session's newest snapshot is its attendance, counted directly.
         mismatched = conn.execute("""
             select ls.title from live_sessions ls
             cross join lateral (select total_students, present_count from session_analytics sa
@@ -57,7 +57,7 @@ def test_the_term_is_written_by_the_kits_triggers_at_lesson_time(server) -> None
                   select count(*), count(*) filter (where status) from attendance_records where session_id = ls.id)
         """).fetchall()
         assert mismatched == []
-        # Check-ins, snapshots and audits carry the lessons' own times, not the time the term was generated.
+        # Check-ins, snapshots and audits carry the sessions' own times, not the time the term was generated.
         first, last = conn.execute("""
             select min(checked_in_at), max(checked_in_at) from attendance_records ar
             join live_sessions ls on ls.id = ar.session_id where ls.status = 'ended'
@@ -71,7 +71,7 @@ def test_the_term_is_written_by_the_kits_triggers_at_lesson_time(server) -> None
         assert teachers == {"teacher"}
 
 
-def test_a_teacher_queries_only_their_lessons_and_the_numbers_add_up(server) -> None:
+def test_a_teacher_queries_only_their_sessions_and_the_numbers_add_up(server) -> None:
     with term_db(server.fresh_database(migrated=False)) as conn:
         rate = """
             select ls.title, count(*) filter (where ar.status) as present, count(*) as recorded
@@ -89,10 +89,10 @@ def test_a_teacher_queries_only_their_lessons_and_the_numbers_add_up(server) -> 
         everyone = query_as(conn, "service_role", rate)
         assert len(everyone) == 6
         sam = query_as(conn, "service_role", """
-            select count(*) filter (where status) as present, count(*) as lessons from attendance_records
+            select count(*) filter (where status) as present, count(*) as sessions from attendance_records
             where student_id = %s
         """, [SAM.id])
-        assert sam.loc[0, "lessons"] == 2
+        assert sam.loc[0, "sessions"] == 2
 
 
 def test_an_interrupted_term_is_completed_by_running_it_again(server) -> None:

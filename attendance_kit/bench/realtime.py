@@ -1,5 +1,5 @@
-"""`attendance-kit bench realtime`: commit-to-delivery latency and sustained changes/s of the change feed with 1,
-100 and 500 RLS-checked subscribers (distinct users with Supabase-sized JWT claims).
+"""`attendance-kit bench realtime`: commit-to-delivery latency and sustained changes/s of the realtime client
+(`Realtime`) with 1, 100 and 500 RLS-checked subscribers (distinct users with Supabase-sized JWT claims).
 
 The run works in a scratch database of its own on the server (created, migrated, dropped at the end): a teacher
 (Ada, from the demo data) and 499 students invited to her live sessions. A writer thread checks students in at a
@@ -35,7 +35,7 @@ TABLES = ("attendance_records", "session_analytics")
 def realtime(subscribers: Sequence[int] = (1, 100, 500), rates: Sequence[int] = (1000, 3000, 5000),
              seconds: float = 5.0, database_url: str | None = None) -> dict[str, Any]:
     """For each subscriber count and offered rate (changes/s): delivered changes/s, latency p50/p95, and how
-    long the feed took to catch up once the writer stopped (small: it sustained the rate)."""
+    long the realtime client took to catch up once the writer stopped (small: it sustained the rate)."""
     with Load(database_url, changes=sum(rates) * seconds * len(subscribers)) as load:
         result = load.describe(seconds)
         for count in subscribers:
@@ -111,13 +111,13 @@ def _populate(conn: psycopg.Connection, sessions: int) -> list[str]:
 
 
 def in_process(load: Load, subscribers: int, rate: int, seconds: float) -> dict[str, Any]:
-    """The feed in this process, `subscribers` of the load's claims subscribed, the writer at `rate`."""
+    """The realtime client in this process, `subscribers` of the load's claims subscribed, the writer at `rate`."""
     load.vacuum()
-    with Realtime(load.url) as feed, Writer(load.url, rate, seconds, load.checkins) as writer:
+    with Realtime(load.url) as client, Writer(load.url, rate, seconds, load.checkins) as writer:
         for subscriber in load.claims[:subscribers]:
-            feed.subscribe(claims=subscriber, tables=list(TABLES))
+            client.subscribe(claims=subscriber, tables=list(TABLES))
         writer.write()  # warm up: the authorisation functions are built outside the measurement
-        while feed.poll() or feed.last_poll_changes:
+        while client.poll() or client.last_poll_changes:
             pass
         latencies: list[float] = []
         processed = 0
@@ -125,15 +125,15 @@ def in_process(load: Load, subscribers: int, rate: int, seconds: float) -> dict[
         started = time.monotonic()
         while processed < writer.changes or writer.is_alive():
             polled = time.monotonic()
-            delivered = feed.poll()
+            delivered = client.poll()
             now = time.time()
-            processed += feed.last_poll_changes
+            processed += client.last_poll_changes
             latencies += [now - commit_time(event)
                           for events in delivered.values() for event in events]
             if not writer.is_alive() and time.monotonic() - started > 4 * seconds:
                 break  # far behind: report what was done
-            if not feed.last_poll_changes:
-                time.sleep(max(0.0, feed.poll_interval - (time.monotonic() - polled)))
+            if not client.last_poll_changes:
+                time.sleep(max(0.0, client.poll_interval - (time.monotonic() - polled)))
         finished = time.monotonic()
     return figures(writer, processed, finished - started, latencies)
 

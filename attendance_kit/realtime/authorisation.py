@@ -1,6 +1,6 @@
-"""Step 4, authorisation: the server-side function that asks RLS, for every subscriber in one call.
+"""Authorisation: the server-side function that asks RLS, for every subscriber in one call.
 
-Per poll, delivery calls one generated plpgsql function (in the session's pg_temp schema) that loops over the
+Per poll, delivery calls one generated plpgsql function (in its connection's pg_temp schema) that loops over the
 subscribers and, for each, sets its claims and role and runs one query over all the batch's rows it covers. As in
 Supabase Realtime, only INSERTs and UPDATEs of tables with RLS enabled are asked about, by the new row's primary
 key, when the poll runs (Supabase sends a DELETE without a check: see delivery.py). For each table and role the
@@ -8,12 +8,12 @@ query takes one of two forms, both deciding exactly what RLS decides:
 
 - the generic form: the subscriber's own SELECT of those primary keys from the table, so the real policies
   filter the real rows;
-- the policy form: the rows are read once per poll by the feed's role (which bypasses RLS), and each
+- the policy form: the rows are read once per poll by the kit's role (which bypasses RLS), and each
   subscriber's query applies the table's SELECT policies to them, deparsed from the catalog and combined as
   PostgreSQL combines them for that role (any permissive policy, and every restrictive one; none: no row).
   It runs the same expressions, as the same subscriber, on the same current rows, without an index lookup
   per row and subscriber, which is most of the generic form's cost. It is used only where the kit can show
-  it is exact: the feed's role bypasses RLS on the table (so it reads every row), and no applicable policy
+  it is exact: the kit's role bypasses RLS on the table (so it reads every row), and no applicable policy
   uses the whole row or a system column (which a row rebuilt from its values cannot reproduce). Elsewhere
   the generic form runs.
 
@@ -104,7 +104,7 @@ class _TableNames:
         # Declared, computed once per call rather than once per subscriber:
         self.typed_keys = f"_kit_kt{t}"  # the keys in the key column's type (one-column keys), to number a match
         self.typed_group_keys = f"_kit_gt{t}"  # each group's keys in that type (one-column keys)
-        self.current = f"_kit_cur{t}"  # the current rows the feed read, as the table's row type (policy form)
+        self.current = f"_kit_cur{t}"  # the current rows the kit's role read, as the table's row type (policy form)
         self.current_numbers = f"_kit_curn{t}"  # each current row's key number
 
     def key_column(self, j: int) -> str:
@@ -135,7 +135,7 @@ def function_sql(context: AdaptContext | None, name: str, plans: list[TablePlan]
             "returns table (_kit_subscriber int, _kit_table int, _kit_index int) "
             # Generic plans: planning anew for every subscriber and poll (the arrays change) costs more than
             # running the query.
-            # The generated SQL names everything with its schema, so it keeps the session's search_path, under
+            # The generated SQL names everything with its schema, so it keeps the connection's search_path, under
             # which the policies' helper functions resolve their own names as in a request.
             f"language plpgsql set plan_cache_mode = force_generic_plan as "
             f"{tag}{_body(context, plans, roles, fingerprint, oids)}{tag}")
@@ -199,8 +199,8 @@ def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list
 
 
 def _preparations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
-    """Once per call, as the feed's role: read the current rows (policy form)."""
-    if plan.feed_reads_all and any(a.predicate is not None for a in plan.access.values()):
+    """Once per call, as the kit's role: read the current rows (policy form)."""
+    if plan.kit_reads_all and any(a.predicate is not None for a in plan.access.values()):
         return [_read_current_rows(context, t, plan)]
     return []
 
@@ -250,7 +250,7 @@ def _queries(context: AdaptContext | None, t: int, plan: TablePlan, access: Acce
     """A role's query over one table's new rows, in the policy or the generic form (none: nothing to check)."""
     if not _checked(plan) or not access.key_select:
         return []
-    if access.predicate is not None and plan.feed_reads_all:
+    if access.predicate is not None and plan.kit_reads_all:
         return [_policy_query(context, t, plan, access.predicate)]
     return [_generic_query(context, t, plan)]
 
@@ -269,7 +269,7 @@ def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str
 
 
 def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predicate: str) -> str:
-    """The table's SELECT policies on the current rows the feed read, as rows of the table's own type named as
+    """The table's SELECT policies on the current rows the kit's role read, as rows of the table's own type named as
     the table, numbered by key."""
     names, relation = _TableNames(t), sql.Identifier(plan.name).as_string(context)
     number = f"{names.current_numbers}[{relation}.ordinality]"

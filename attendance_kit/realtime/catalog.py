@@ -1,11 +1,11 @@
 """What the catalog says each subscriber's role may read of each table, for authorisation (authorisation.py).
 
 One `TablePlan` per table: its primary key, its columns and their types, whether RLS is enabled on it, whether the
-feed's own role reads every row, and per role an `Access`: which columns it may select, whether it may select the
-primary key (so its rows can be checked), and its SELECT policies combined into one SQL predicate where the kit can
-evaluate them exactly. All
-of it is read in one transaction with the fingerprint of the catalog state it came from (`FINGERPRINT_SQL`),
-which the generated function checks again before it runs.
+kit's own role (the one the realtime client connects as) reads every row, and per role an `Access`: which columns
+it may select, whether it may select the primary key (so its rows can be checked), and its SELECT policies
+combined into one SQL predicate where the kit can evaluate them exactly. All of it is read in one transaction
+with the fingerprint of the catalog state it came from (`FINGERPRINT_SQL`), which the generated function checks
+again before it runs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class TablePlan:
     columns: tuple[tuple[str, str], ...]  # every column: name, SQL type
     row_security: bool  # RLS is enabled on the table: Supabase checks each INSERT and UPDATE as the subscriber
     checkable: bool  # the generated function can look its rows up by key (see `_plans`)
-    feed_reads_all: bool  # the feed's own role bypasses RLS here: it can read the rows for the policy form
+    kit_reads_all: bool  # the kit's own role bypasses RLS here: it can read the rows for the policy form
     access: dict[str, Access]
 
     @property
@@ -51,8 +51,8 @@ class TablePlan:
 
 
 # The catalog state a generated function was built from: tables, columns, primary keys, privileges, policies
-# and the roles' attributes and memberships (the subscribers' and the feed's own). The function recomputes it,
-# with the tables locked, before it authorises anything, and refuses to run on a changed catalog (the feed
+# and the roles' attributes and memberships (the subscribers' and the kit's own). The function recomputes it,
+# with the tables locked, before it authorises anything, and refuses to run on a changed catalog (delivery
 # then rebuilds it).
 FINGERPRINT_SQL = """
 select pg_catalog.md5(pg_catalog.concat_ws('|',
@@ -107,7 +107,7 @@ where c.oid = any (%(oids)s) and r.rolname = any (%(roles)s)
 """
 
 # The policies that apply to a SELECT by the role (check_role_for_policy): FOR SELECT or FOR ALL, to PUBLIC or
-# to a role whose privileges it has. Deparsed under the session's search_path, the one the subscribers' queries
+# to a role whose privileges it has. Deparsed under the connection's search_path, the one the subscribers' queries
 # run under too (as an API request runs under its own): every name the expression holds then resolves to what it
 # resolved to in the policy (ruleutils qualifies whatever that path would not find or would find elsewhere).
 _POLICIES_SQL = """
@@ -143,7 +143,7 @@ def _plans(tables: list[tuple], access: list[tuple], policies: list[tuple], role
         applicable[oid, role].append((permissive, expression, tree))
     rights = {(oid, role): rest for oid, role, *rest in access}
     plans = []
-    for oid, schema, name, key, columns, row_security, feed_reads_all in tables:
+    for oid, schema, name, key, columns, row_security, kit_reads_all in tables:
         columns = tuple(tuple(json.loads(column)) for column in columns)
         types = dict(columns)
         # The generated SQL's own names (_kit_*, and unnest's ordinality in the policy form) must not meet a
@@ -159,7 +159,7 @@ def _plans(tables: list[tuple], access: list[tuple], policies: list[tuple], role
             predicate = (_predicate(rls, applicable[oid, role])
                          if checkable and key_select and not named_ordinality else None)
             by_role[role] = Access(key_select, tuple(visible), predicate)
-        plans.append(TablePlan(oid, schema, name, tuple(key), columns, row_security, checkable, feed_reads_all,
+        plans.append(TablePlan(oid, schema, name, tuple(key), columns, row_security, checkable, kit_reads_all,
                                by_role))
     return plans
 

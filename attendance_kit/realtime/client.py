@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..connection import connect
-from .delivery import SUBSCRIBERS_PER_WORKER, Delivery
+from .delivery import SUBSCRIBERS_PER_LANE, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
 from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, new_subscriber
 from .wire import event_json
@@ -27,9 +27,9 @@ class Realtime:
 
     def __init__(self, database_url: str | None = None, publication: str = PUBLICATION, *,
                  poll_interval: float = POLL_INTERVAL, max_messages: int = MAX_MESSAGES_PER_POLL,
-                 workers: int = 2, subscribers_per_worker: int = SUBSCRIBERS_PER_WORKER) -> None:
-        """`workers`: delivery's lanes, connections authorising in parallel, one per `subscribers_per_worker`
-        subscribers (`conn` is the first; the others open when needed).
+                 lanes: int = 2, subscribers_per_lane: int = SUBSCRIBERS_PER_LANE) -> None:
+        """`lanes`: connections authorising in parallel, one per `subscribers_per_lane` subscribers (`conn` is
+        the first; the others open when needed).
 
         The slot's connection runs nothing but the slot's reads: PostgreSQL drops a connection's temporary slots
         at any error on it, so whatever may fail (a subscription's checks, a policy that raises as a subscriber, the
@@ -43,8 +43,8 @@ class Realtime:
         self.poll_interval = poll_interval
         self.subscribers: list[Subscriber] = []
         self.last_poll_changes = 0
-        self._delivery = Delivery(self.feed, self.conn, database_url, workers=workers,
-                                  subscribers_per_worker=subscribers_per_worker)
+        self._delivery = Delivery(self.feed, self.conn, database_url, lanes=lanes,
+                                  subscribers_per_lane=subscribers_per_lane)
 
     def subscribe(self, who: str | uuid.UUID | None = None, *, claims: dict[str, Any] | None = None,
                   tables: Sequence[str] | None = None, event: str = "*", filter: str | None = None,

@@ -1,7 +1,7 @@
-"""Step 2, the decoder: pgoutput protocol 1, from the slot's bytes to `Change`s.
+"""Decoding: pgoutput protocol 1, from the slot's bytes to `Change`s.
 
-Pure: bytes in, changes out, no database. Values stay as pgoutput sends them (text, as bytes); the feed turns
-them into Python values with psycopg's loaders (`feed._Types`), which need a connection.
+Pure: bytes in, changes out, no database. Values stay as pgoutput sends them (text, as bytes); the change feed
+turns them into Python values with psycopg's loaders (`feed._Types`), which need a connection.
 
 A message starts with its kind: B Begin, R Relation, I Insert, U Update, D Delete, T Truncate, C Commit (Y Type,
 O Origin and M logical message are read and ignored). Numbers are big-endian, strings NUL-terminated. A tuple
@@ -81,7 +81,7 @@ class PgOutputDecoder:
         self._timestamp = _POSTGRES_EPOCH
         self._xid = 0
 
-    def feed(self, data: bytes) -> list[Change]:
+    def decode(self, data: bytes) -> list[Change]:
         """Take one message; at a Commit return that transaction's changes, in order, else []."""
         kind = data[:1]
         if kind == b"B":  # final LSN, commit timestamp, xid
@@ -159,6 +159,6 @@ def _parse_tuple(data: bytes, pos: int) -> tuple[tuple[RawValue, ...], int]:
             (length,) = struct.unpack_from("!I", data, pos)
             values.append(data[pos + 4:pos + 4 + length])
             pos += 4 + length
-        else:  # 'b' (binary) needs the `binary` option, which the feed never asks for
+        else:  # 'b' (binary) needs the `binary` option, which the change feed never asks for
             raise ValueError(f"unexpected pgoutput tuple value kind {kind!r}")
     return tuple(values), pos

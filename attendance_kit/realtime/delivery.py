@@ -1,4 +1,4 @@
-"""Step 5, delivery: per poll, which subscriber receives which change, and the event it receives.
+"""Delivery: per poll, which subscriber receives which change, run across the lanes.
 
 The rules are Supabase Realtime's (its `realtime.apply_rls`), so what the kit delivers is what production does:
 
@@ -8,17 +8,16 @@ The rules are Supabase Realtime's (its `realtime.apply_rls`), so what the kit de
   unapplied, as an error without values (`Error 401: Unauthorized`; a table without a key: `Error 400: ...`).
 - A DELETE is not checked against RLS. It reaches every subscription whose filter matches the old row as the
   replica identity logged it: with the default identity that is the primary key alone, so a filter on any other
-  column never matches. Its `old_record` is the primary key alone where RLS is enabled.
+  column never matches.
 - A TRUNCATE reaches nobody.
-- An event carries the columns the subscriber's role may select; a change whose wal2json message would exceed
-  1 MB carries `Error 413: Payload Too Large` and only the values whose JSON takes at most 64 bytes.
+- What an event carries (the columns the role may select, the 1 MB limit) is events.py's.
 
 Subscribers with the same subscriptions cover the same rows, so a poll works in their groups. `_Poll` holds one
 poll's data: its changes and their values, the subscribers and their groups, and the events decided so far.
 Per table, `_TableRows` gathers the keys of the new rows the poll asks the authorisation function about, and which
-of them each group covers. `Delivery` runs the function on one or more connections ("lanes", each with its share
-of the subscribers, in parallel) and turns what it allowed, and what needs no asking, into each subscriber's
-events, in commit order.
+of them each group covers. `Delivery` runs the function on one or more connections (lanes: `Authoriser`s, each
+with its share of the subscribers, in parallel) and turns what it allowed, and what needs no asking, into each
+subscriber's events, in commit order.
 
 When the catalog changed between building a function and running it (`_CatalogChanged`), the function is dropped
 and the poll's rows are authorised again by a new one.
@@ -26,12 +25,10 @@ and the poll's rows are authorised again by a new one.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -39,24 +36,17 @@ import psycopg
 from ..connection import connect
 from ..errors import KitError, one_line
 from .authorisation import TABLES_PER_CALL, Authoriser, Function
-from .catalog import Access, TablePlan
-from .decoding import UNCHANGED_TOAST, Change, Relation, as_text
+from .catalog import TablePlan
+from .decoding import UNCHANGED_TOAST, Change, as_text
+from .events import NO_KEY, UNAUTHORIZED, EventBuilder, Values
 from .feed import ChangeFeed
 from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription
-from .wire import event_json
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
 
-SUBSCRIBERS_PER_WORKER = 200  # below this, another connection costs more than it saves
-MAX_RECORD_BYTES = 1024 * 1024  # Supabase Realtime's poll_max_record_bytes
-MAX_VALUE_BYTES = 64  # what is left of an oversized change: the values whose JSON fits in this
-
-NO_KEY = "Error 400: Bad Request, no primary key"
-UNAUTHORIZED = "Error 401: Unauthorized"
-TOO_LARGE = "Error 413: Payload Too Large"
+SUBSCRIBERS_PER_LANE = 200  # below this, another connection costs more than it saves
 
 Allowed = tuple[int, int, int]  # (subscriber, table, key number), as the authorisation function returns
-Values = tuple[dict[str, Any], dict[str, Any]]  # a change's new and old row, as Python values
 
 
 class _CatalogChanged(Exception):
@@ -171,17 +161,17 @@ def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
 
 
 class Delivery:
-    """What a `Realtime` keeps from poll to poll to deliver: its authorising connections and its column lists."""
+    """What a `Realtime` keeps from poll to poll to deliver: its lanes and its `EventBuilder` (column lists)."""
 
-    def __init__(self, feed: ChangeFeed, conn: psycopg.Connection, database_url: str | None, *, workers: int,
-                 subscribers_per_worker: int) -> None:
+    def __init__(self, feed: ChangeFeed, conn: psycopg.Connection, database_url: str | None, *, lanes: int,
+                 subscribers_per_lane: int) -> None:
         self.feed = feed
         self.lanes = [Authoriser(conn)]  # the `Realtime`'s own connection (never the slot's) is the first
         self._database_url = database_url
-        self._workers = max(1, workers)
-        self._per_worker = max(1, subscribers_per_worker)
+        self._most_lanes = max(1, lanes)
+        self._per_lane = max(1, subscribers_per_lane)
         self._pool: ThreadPoolExecutor | None = None
-        self._column_lists: dict[tuple[Relation, tuple[str, ...]], tuple[tuple[tuple[str, str], ...], ...]] = {}
+        self._events = EventBuilder(feed.type_name)
 
     def deliver(self, changes: list[Change], subscribers: list[Subscriber]) -> dict[Subscriber, list[Delivered]]:
         """Each subscriber's events of these changes, in commit order, with the subscriptions each answers."""
@@ -194,12 +184,12 @@ class Delivery:
         return poll.delivered()
 
     def _lanes_for(self, count: int) -> list[Authoriser]:
-        """One authorising connection per `subscribers_per_worker` subscribers, up to `workers`."""
-        wanted = min(self._workers, max(1, -(-count // self._per_worker)))
+        """One lane per `subscribers_per_lane` subscribers, up to `lanes`."""
+        wanted = min(self._most_lanes, max(1, -(-count // self._per_lane)))
         while len(self.lanes) < wanted:
             self.lanes.append(Authoriser(connect(self._database_url)))
         if wanted > 1 and self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._workers - 1, thread_name_prefix="kit-realtime")
+            self._pool = ThreadPoolExecutor(max_workers=self._most_lanes - 1, thread_name_prefix="kit-realtime")
         return self.lanes[:wanted]
 
     def _authorise(self, lanes: list[Authoriser], poll: _Poll, oids: list[int]
@@ -258,49 +248,9 @@ class Delivery:
                 if event is None:
                     change = poll.changes[position]
                     plan = by_oid[change.relation.oid].plan
-                    event = self._event(change, poll.values[position], plan, plan.access[role], error)
+                    event = self._events.event(change, poll.values[position], plan, plan.access[role], error)
                     events[position, role, error] = event
                 poll.events[s][position] = Delivered(event, poll.answered(group, position, error))
-
-    def _event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None) -> Event:
-        """The change as this role receives it: Supabase's payload, or its error without values."""
-        relation, (new, old) = change.relation, values
-        event = Event(schema=relation.schema, table=relation.name, type=change.type, commit_timestamp=None,
-                      columns=[], errors=[error] if error else None)
-        if error is None:
-            event["commit_timestamp"] = _timestamp_text(change.commit_timestamp)
-            event["columns"] = [dict(column) for column in self._columns(relation, access.visible)]
-        if change.type != "DELETE":
-            event["record"] = {}
-        if change.type != "INSERT":
-            event["old_record"] = {}
-        if error is not None:
-            return event
-        oversized = _oversized(change, plan)
-        if oversized:
-            event["errors"] = [TOO_LARGE]
-
-        def shown(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
-            return {name: value for name, value in row.items() if name in columns and value is not UNCHANGED_TOAST
-                    and not (oversized and len(event_json(value).encode()) > MAX_VALUE_BYTES)}
-
-        if change.type != "DELETE":
-            event["record"] = shown(new, access.visible)
-        if change.type == "UPDATE":  # the replica identity: the old row's, or the key the new row keeps
-            identity = old or {c.name: new.get(c.name) for c in relation.columns if c.in_identity}
-            event["old_record"] = shown(identity, access.visible)
-        elif change.type == "DELETE":
-            keys_only = [column for column in access.visible if column in plan.key]
-            event["old_record"] = shown(old, keys_only if plan.row_security else access.visible)
-        return event
-
-    def _columns(self, relation: Relation, visible: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], ...]:
-        """The `columns` of an event: name and type of each column the subscriber may select (cached)."""
-        key = (relation, visible)
-        if key not in self._column_lists:
-            self._column_lists[key] = tuple((("name", c.name), ("type", self.feed.type_name(c.type_oid)))
-                                            for c in relation.columns if c.name in visible)
-        return self._column_lists[key]
 
     def close(self) -> None:
         """Close the lanes' own connections (not the first, the `Realtime`'s)."""
@@ -308,23 +258,6 @@ class Delivery:
             self._pool.shutdown()
         for lane in self.lanes[1:]:
             lane.conn.close()
-
-
-def _timestamp_text(moment: datetime) -> str:
-    """Supabase's commit_timestamp: UTC, milliseconds, `Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _oversized(change: Change, plan: TablePlan) -> bool:
-    """Whether the change's wal2json message (what Supabase measures against `MAX_RECORD_BYTES`) is too large:
-    its values' JSON strings plus, per column, its name, type and keys."""
-    raw = [value for row in (change.new, change.old) if row for value in row if isinstance(value, bytes)]
-    per_column = 60 + max((len(name) + len(sql_type) for name, sql_type in plan.columns), default=0)
-    overhead = 200 + 3 * per_column * len(plan.columns)  # columns, identity and pk
-    if 6 * sum(map(len, raw)) + overhead <= MAX_RECORD_BYTES:  # JSON escaping at most sextuples a byte
-        return False
-    return sum(len(json.dumps(value.decode(), ensure_ascii=False).encode()) for value in raw) + overhead > (
-        MAX_RECORD_BYTES)
 
 
 def _call(lane: Authoriser, function: Function, share: list[int], arguments: list[Any], poll: _Poll
@@ -360,6 +293,7 @@ def _call(lane: Authoriser, function: Function, share: list[int], arguments: lis
 
 
 def _lost(error: psycopg.Error) -> KitError:
-    """A lost connection ends the feed: the batch is consumed from the slot, so going on would drop events."""
+    """A lost connection ends the change feed: the batch is consumed from the slot, so going on would drop its
+    events."""
     return KitError(f"realtime lost a connection while authorising a batch ({one_line(error)}): stopping "
                     "rather than dropping its events")

@@ -1,10 +1,10 @@
-"""Step 1, the slot: `ChangeFeed` reads a temporary pgoutput slot by polling and hands out `Change`s.
+"""The slot, or the change feed: `ChangeFeed` reads a temporary pgoutput slot by polling and hands out `Change`s.
 
-The feed is where the database meets the decoder: it owns the slot's connection, feeds each message to the pure
-`PgOutputDecoder`, and loads the decoded text values into Python values with psycopg's own loaders (`_Types`), as
-if they had been selected. It speaks in `Change`s only; the `Event` a subscriber receives is defined with the
-subscriptions (subscriptions.py), because deciding who receives what, and so what an event holds, is their
-concern and delivery's, never the slot's.
+The change feed is where the database meets the decoder: it owns the slot's connection, hands each message to
+the pure `PgOutputDecoder`, and loads the decoded text values into Python values with psycopg's own loaders
+(`_Types`), as if they had been selected. It speaks in `Change`s only; the `Event` a subscriber receives is
+defined with the subscriptions (subscriptions.py), because deciding who receives what, and so what an event
+holds, is their concern and delivery's, never the slot's.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_MESSAGES_PER_POLL = 20_000
 
 
 class ChangeFeed:
-    """A temporary pgoutput slot on the feed's own connection, read by polling; closes with the connection."""
+    """A temporary pgoutput slot on the change feed's own connection, read by polling; closes with the connection."""
 
     def __init__(self, database_url: str | None = None, publication: str = PUBLICATION,
                  *, max_messages: int = MAX_MESSAGES_PER_POLL) -> None:
@@ -55,14 +55,14 @@ class ChangeFeed:
 
     def _quiet_server_log(self) -> None:
         """Every decoding call logs two LOG lines with their statement: polled several times a second, an idle
-        listener wrote ~600 MB of server log a day. This session logs only FATAL and worse, where its role may say
+        listener wrote ~600 MB of server log a day. This connection logs only FATAL and worse, where its role may say
         so (a superuser, as in the kit's cluster); its errors still reach the kit as exceptions."""
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
             self.conn.execute("set log_min_messages = fatal")
 
     def _create_slot(self) -> None:
         try:
-            # temporary => true: the slot is this session's and dies with it.
+            # temporary => true: the slot is this connection's and dies with it.
             self.conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput', true)", [self.slot_name])
         except psycopg.errors.InsufficientPrivilege:
             raise KitError(f"role {self.conn.info.user!r} may not create replication slots: connect as a "
@@ -84,7 +84,7 @@ class ChangeFeed:
                            ) from None
         changes: list[Change] = []
         for (data,) in rows:
-            changes.extend(self.decoder.feed(data))
+            changes.extend(self.decoder.decode(data))
         return changes
 
     def values(self, change: Change) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,13 +104,13 @@ class ChangeFeed:
         return self._types.name(oid)
 
     def close(self) -> None:
-        """Drop the slot and close the connection (dropping the session would drop the slot anyway)."""
+        """Drop the slot and close the connection (closing it would drop the slot anyway)."""
         if self.conn.closed:
             return
         try:
             self.conn.execute("select pg_drop_replication_slot(%s)", [self.slot_name])
         except psycopg.Error:
-            pass  # the session is going away, and its temporary slot with it
+            pass  # the connection is going away, and its temporary slot with it
         finally:
             self.conn.close()
 

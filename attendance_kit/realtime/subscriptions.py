@@ -1,20 +1,18 @@
-"""Step 3, subscriptions: who listens to what, and the `Event` each of them receives.
+"""Subscriptions: who listens to what, and the `Event` each of them receives.
 
 Like Supabase's: a table (or every published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`; Supabase
-Realtime never delivers a TRUNCATE) and an optional column filter in Supabase's syntax (`session_id=eq.<uuid>`;
-also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). `new_subscriber` checks all of it against the database when a
-subscriber asks, so a bad table, event or filter fails at once (a bad filter value with PostgreSQL's own
-message), never mid-stream.
+Realtime never delivers a TRUNCATE) and an optional column filter in Supabase's syntax (filters.py).
+`new_subscriber` checks all of it against the database when a subscriber asks, so a bad table, event or filter
+fails at once (a bad filter value with PostgreSQL's own message), never mid-stream.
 
-`Event` lives here rather than with the feed: the feed produces `Change`s and knows nothing of subscribers, while
-an event is a change as one subscriber receives it (only the columns it may select). Delivery builds them;
-wire.py's `event_json` writes one as Supabase Realtime's `data` of a `postgres_changes` frame.
+`Event` lives here rather than with the change feed: the change feed produces `Change`s and knows nothing of
+subscribers, while an event is a change as one subscriber receives it (only the columns it may select). Delivery
+builds them; wire.py's `event_json` writes one as Supabase Realtime's `data` of a `postgres_changes` frame.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,12 +20,11 @@ from functools import cached_property
 from typing import Any, NamedTuple, TypedDict
 
 import psycopg
-from psycopg import sql
-from psycopg.pq import Format
 
 from ..connection import API_ROLES, resolve_user
 from ..errors import KitError
 from .decoding import Relation
+from .filters import Filter, bind_filter, elixir_filters, parse_filter
 
 EVENT_TYPES = ("INSERT", "UPDATE", "DELETE")
 
@@ -60,39 +57,6 @@ class Delivered(NamedTuple):
 
     event: Event
     subscriptions: tuple[int, ...]
-
-
-_FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*)=(eq|neq|lt|lte|gt|gte|in)\.(.*)$", re.S)
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A column filter in Supabase's syntax, e.g. `session_id=eq.5e00...`, its value typed as the column."""
-
-    column: str
-    operator: str
-    values: tuple[Any, ...]
-
-    def matches(self, row: dict[str, Any]) -> bool:
-        value = row.get(self.column)
-        if value is None:  # as in SQL, NULL matches no comparison
-            return False
-        target = self.values[0]
-        match self.operator:
-            case "eq":
-                return value == target
-            case "neq":
-                return value != target
-            case "lt":
-                return value < target
-            case "lte":
-                return value <= target
-            case "gt":
-                return value > target
-            case "gte":
-                return value >= target
-            case _:
-                return value in self.values
 
 
 @dataclass(frozen=True)
@@ -140,7 +104,7 @@ def new_subscriber(conn: psycopg.Connection, publication: str, who: str | uuid.U
     if filter:
         if not tables or len(tables) != 1:
             raise KitError("a filter needs exactly one table")
-        bound = _filter(conn, schema, tables[0], role, _parsed_filter(filter))
+        bound = bind_filter(conn, schema, tables[0], role, parse_filter(filter))
     subscriptions = tuple(Subscription(schema, table, events, bound) for table in (tables or [None]))
     return Subscriber(name, role, claims, subscriptions)
 
@@ -171,11 +135,11 @@ def _entry(conn: psycopg.Connection, publication: str, role: str, entry: Any) ->
     parsed = None
     if text and text.strip():
         try:
-            parsed = _parsed_filter(text)
+            parsed = parse_filter(text)
         except KitError as error:
             raise ChannelRefused(f"Error parsing `filter` params: {error}") from None
     described = (f"[event: {event if event in EVENT_TYPES else '*'}, schema: {schema}, table: {table}, "
-                 f"filters: {_elixir_filters(parsed)}, select: nil]")
+                 f"filters: {elixir_filters(parsed)}, select: nil]")
     published = conn.execute(
         "select count(*) from pg_publication_tables where pubname = %s and (schemaname = %s or %s = '*') "
         "and (tablename = %s or %s = '*')", [publication, schema, schema, table, table]).fetchone()[0]
@@ -185,19 +149,11 @@ def _entry(conn: psycopg.Connection, publication: str, role: str, entry: Any) ->
     bound = None
     if parsed is not None:
         try:
-            bound = _filter(conn, schema, table, role, parsed)
+            bound = bind_filter(conn, schema, table, role, parsed)
         except (KitError, psycopg.Error) as error:
             raise ChannelRefused("Unable to subscribe to changes with given parameters. An exception happened so "
                                  f"please check your connect parameters: {described}. Exception: {error}") from None
     return Subscription(None if schema == "*" else schema, None if table == "*" else table, events, bound)
-
-
-def _elixir_filters(parsed: tuple[str, str, str] | None) -> str:
-    """The filters as Supabase's log of a subscription shows them."""
-    if parsed is None:
-        return "[]"
-    column, operator, raw = parsed
-    return f"[{{{json.dumps(column)}, {json.dumps(operator)}, {json.dumps(raw)}, false}}]"
 
 
 def _identity(conn: psycopg.Connection, who: str | uuid.UUID | None, claims: dict[str, Any] | None
@@ -234,47 +190,3 @@ def _check_published(conn: psycopg.Connection, publication: str, schema: str, ta
         if (schema, table) not in published:
             raise KitError(f"table {schema}.{table} is not in publication {publication!r}: "
                            f"published are {', '.join(sorted(t for _, t in published))}")
-
-
-def _parsed_filter(text: str) -> tuple[str, str, str]:
-    """Column, operator and the value's text of a filter in Supabase's syntax."""
-    match = _FILTER.match(text.strip())
-    if not match:
-        raise KitError(f"filter {text!r} is not column=operator.value (operators: eq, neq, lt, lte, gt, gte, "
-                       "in), e.g. session_id=eq.5e000000-0000-4000-8000-000000000001")
-    column, operator, raw = match.groups()
-    if operator == "in" and not (raw.startswith("(") and raw.endswith(")")):
-        raise KitError("`in` filter value must be wrapped by parentheses")
-    return column, operator, raw
-
-
-def _filter(conn: psycopg.Connection, schema: str, table: str, role: str, parsed: tuple[str, str, str]) -> Filter:
-    """The filter bound to the column: its value typed as the column (through the server, so a bad value fails
-    now with PostgreSQL's message, not mid-stream), on a column the role may select (Supabase's rule)."""
-    column, operator, raw = parsed
-    row = conn.execute("""
-        select a.atttypid, format_type(a.atttypid, a.atttypmod), t.typcategory,
-               has_column_privilege(%s, a.attrelid, a.attnum, 'SELECT')
-        from pg_attribute a join pg_type t on t.oid = a.atttypid
-        where a.attrelid = %s::regclass and a.attname = %s and a.attnum > 0 and not a.attisdropped
-    """, [role, sql.Identifier(schema, table).as_string(conn), column]).fetchone()
-    if row is None or not row[3]:
-        raise KitError(f"invalid column for filter {column}: not a column of {schema}.{table} that role {role} "
-                       "may select")
-    type_oid, type_sql, category, _ = row
-    text = f"{column}={operator}.{raw}"
-    if operator in ("lt", "lte", "gt", "gte") and category == "S":
-        raise KitError(f"filter {text!r}: ordering text depends on the collation; use eq, neq or in")
-    texts = [v.strip().strip('"') for v in raw[1:-1].split(",")] if operator == "in" else [raw]
-    if len(texts) > 100:
-        raise KitError("too many values for `in` filter. Maximum 100")  # Supabase's words and limit
-    cast = sql.SQL("select array(select v::{}::text from unnest(%s::text[]) with ordinality u (v, n) "
-                   "order by n)").format(sql.SQL(type_sql))
-    try:
-        canonical = conn.execute(cast, [texts]).fetchone()[0]
-    except psycopg.DataError as error:
-        raise KitError(f"filter {text!r}: {str(error).splitlines()[0]}") from None
-    loader = (conn.adapters.get_loader(type_oid, Format.TEXT)
-              or conn.adapters.get_loader(0, Format.TEXT))(type_oid, conn)
-    values = tuple(loader.load(value.encode()) for value in canonical)
-    return Filter(column, operator, values)
