@@ -1,4 +1,4 @@
-"""The realtime change feed: Supabase Realtime's `postgres_changes`, run locally against real RLS.
+"""Realtime: Supabase Realtime's `postgres_changes`, run locally against real RLS.
 
 A change travels through stages, each in modules of this package. `Realtime` (client.py), the realtime client,
 ties the first five together (`listen` and `render_event` there are what the command line calls); the gateway
@@ -17,8 +17,9 @@ carries what they deliver to Supabase's own clients.
   change feed, which has the connection).
 - **Subscriptions** (subscriptions.py, through `Realtime.subscribe`). Like Supabase's: a table (or every
   published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`) and an optional column filter in
-  Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`). The `Event` a
-  subscriber receives is defined there too; wire.py writes its JSON.
+  Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`), parsed, typed as
+  the column and matched by filters.py. The `Event` a subscriber receives is defined there too; wire.py writes
+  its JSON.
 - **Authorisation** (authorisation.py, from what catalog.py reads), Supabase's rule: a subscriber receives an
   INSERT or UPDATE of a table with RLS only if, when it is delivered, it can SELECT that row. Per poll the kit
   runs ONE query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its
@@ -28,7 +29,7 @@ carries what they deliver to Supabase's own clients.
   equivalent to RLS: see authorisation.py.
 - **Delivery** (delivery.py). Per poll: which rows each subscriber's subscriptions cover, the function run for
   them (with many subscribers split across a few lanes, connections that run in parallel), and the events, in
-  commit order, built as Supabase Realtime builds them.
+  commit order, built as Supabase Realtime builds them (events.py: its limits and errors).
 - **The gateway**, Supabase Realtime's WebSocket protocol in front of one `Realtime`, so Supabase's own clients
   subscribe as to a Supabase project. Each of its jobs in a module of its own:
   - gateway.py: `Gateway`, the asyncio server that wires the others together;
