@@ -66,19 +66,21 @@ def show_progress(label: str) -> Callable[[int, int], None]:
 
 def db_up(args: argparse.Namespace) -> None:
     cluster = Cluster()
-    url = cluster.up(port=args.port)
-    if args.port is not None:
-        say(f"port {args.port} is now this clone's: later `./kit db up` and `./kit lab` use it too "
-            f"(it is kept in {cluster.data_dir / KIT_CONF})")
-    migrate_and_load_demo(url, demo_data=True)
+    with cluster.lock:  # held until it is migrated: a command waiting for it finds it so
+        url = cluster.up(port=args.port)
+        if args.port is not None:
+            say(f"port {args.port} is now this clone's: later `./kit db up` and `./kit lab` use it too "
+                f"(it is kept in {cluster.data_dir / KIT_CONF})")
+        migrate_and_load_demo(url, demo_data=True)
     print(url)
 
 
 def db_reset(args: argparse.Namespace) -> None:
     cluster = Cluster()
-    url = cluster.reset()
-    say(f"the kit's cluster started over: every database in {cluster.data_dir} was dropped")
-    migrate_and_load_demo(url, demo_data=True)
+    with cluster.lock:
+        url = cluster.reset()
+        say(f"the kit's cluster started over: every database in {cluster.data_dir} was dropped")
+        migrate_and_load_demo(url, demo_data=True)
     print(url)
 
 
@@ -200,13 +202,15 @@ def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
     url = args.database_url or os.environ.get(URL_VARIABLE)
     if url:
         say(f"the lab's database: {redacted(url)}")
+        migrate_and_load_demo(url, demo_data=True)
     else:
         cluster = Cluster()
-        url = cluster.up(port=args.db_port)
-        say(f"the lab's database: {redacted(url)} (`./kit db url` prints it whole), the kit's PostgreSQL cluster in "
-            f"{cluster.data_dir}. It keeps running when JupyterLab stops: `./kit db down` stops it, `./kit db reset` "
-            "starts it over.")
-    migrate_and_load_demo(url, demo_data=True)
+        with cluster.lock:  # let go before JupyterLab starts: other commands wait only for the set-up
+            url = cluster.up(port=args.db_port)
+            say(f"the lab's database: {redacted(url)} (`./kit db url` prints it whole), the kit's PostgreSQL cluster "
+                f"in {cluster.data_dir}. It keeps running when JupyterLab stops: `./kit db down` stops it, "
+                "`./kit db reset` starts it over.")
+            migrate_and_load_demo(url, demo_data=True)
     say("each notebook makes a database of its own on this server (lesson_00 ... lesson_08); the main one is "
         "yours to explore. Start with notebooks/00_setup.ipynb.")
     env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})

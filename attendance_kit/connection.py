@@ -33,7 +33,11 @@ API_ROLES = ("anon", "authenticated", "service_role")
 
 def database_url(url: str | None = None) -> str:
     """The database to use: `url`, else $ATTENDANCE_KIT_DATABASE_URL, else the kit's cluster, which is started if
-    it is stopped (saying so on stderr: it keeps running after the caller ends, as after `./kit db up`)."""
+    it is stopped (saying so on stderr: it keeps running after the caller ends, as after `./kit db up`).
+
+    The kit's cluster is taken as the command that holds its lock leaves it (e.g. `./kit lab` still migrating it
+    in another terminal): this waits for that command to finish first.
+    """
     if url:
         return url
     if os.environ.get(URL_VARIABLE):
@@ -41,10 +45,11 @@ def database_url(url: str | None = None) -> str:
     from .server import Cluster
 
     cluster = Cluster()
-    if cluster.running_pid() is not None:
-        return cluster.url
-    existed = (cluster.data_dir / "PG_VERSION").exists()
-    url = cluster.up()
+    with cluster.lock:
+        if cluster.running_pid() is not None:
+            return cluster.url
+        existed = (cluster.data_dir / "PG_VERSION").exists()
+        url = cluster.up()
     started = ("started the kit's cluster (it was stopped)" if existed
                else f"made and started the kit's cluster in {cluster.data_dir}")
     print(f"note: {started}; `./kit db down` stops it", file=sys.stderr)

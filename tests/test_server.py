@@ -127,11 +127,41 @@ def test_reset_starts_the_cluster_before_it_drops_anything(new_cluster: Callable
         conn.execute("create table kept (id int)")
         conn.execute("alter system set wal_level = minimal")  # with max_wal_senders > 0: a server that cannot start
     cluster.down()
-    with pytest.raises(KitError, match=r"^the kit's cluster did not start: WAL streaming .* \"wal_level\" .*\.log\)$"):
+    with pytest.raises(KitError, match=r"^the kit's cluster did not start: WAL streaming .* \"wal_level\" .*\.log\): "
+                                       r"fix what it names \(.* postgresql\.auto\.conf .*\), then run `./kit db up`$"):
         cluster.reset()
     (cluster.data_dir / "postgresql.auto.conf").write_text("")
     assert cluster.up() == url
     assert table_exists(url, "kept")
+    cluster.down()
+
+
+def test_a_failed_start_says_why_from_this_start_s_newest_error_and_names_the_fix(
+        new_cluster: Callable[[], Cluster]) -> None:
+    cluster = new_cluster()
+    url = cluster.up()
+    cluster.down()
+    conf = cluster.data_dir / "postgresql.conf"
+    settings = conf.read_text()
+    conf.write_text(settings + "shared_buffers = lots\n")
+    with pytest.raises(KitError) as failed:
+        cluster.up()
+    conf_path, data_dir = re.escape(str(conf)), re.escape(str(cluster.data_dir))
+    assert re.fullmatch(
+        rf"the kit's cluster did not start: invalid value for parameter \"shared_buffers\": \"lots\"; configuration "
+        rf"file \"{conf_path}\" contains errors \(see {data_dir}/\S+\.log\): correct or remove that line of "
+        rf"{conf_path}, then run `./kit db up`", str(failed.value))
+
+    # The log still holds that start's errors: the next start's reason is its own.
+    conf.write_text(settings)
+    cluster.data_dir.chmod(0o755)
+    with pytest.raises(KitError) as failed:
+        cluster.up()
+    assert re.fullmatch(
+        rf"the kit's cluster did not start: data directory \"{data_dir}\" has invalid permissions \(see \S+\.log\): "
+        rf"make it the server's alone with `chmod 700 {data_dir}`, then run `./kit db up`", str(failed.value))
+    cluster.data_dir.chmod(0o700)
+    assert cluster.up() == url
     cluster.down()
 
 
