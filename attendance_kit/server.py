@@ -185,7 +185,7 @@ class Cluster:
             return self.up(port=port)
 
     def down(self) -> bool:
-        """Stop the server if it runs (fast shutdown: sessions end, data stays). True if it was running."""
+        """Stop the server if it runs (fast shutdown: connections end, data stays). True if it was running."""
         with self.lock:
             if self.running_pid() is None:
                 return False
