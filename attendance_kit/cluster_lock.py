@@ -22,7 +22,8 @@ class ClusterLock:
     """The lock of one state directory, held for a `with` block.
 
     Reentrant: a `with` inside a `with` of the same object holds it once (`db up` holds it around the start it
-    asks the cluster for). Two objects for one directory exclude each other, in one process as in two.
+    asks the cluster for). Two objects for one directory exclude each other, in one process as in two, so each
+    thread uses an object of its own.
     """
 
     def __init__(self, state_dir: Path) -> None:
