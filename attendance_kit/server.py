@@ -186,6 +186,8 @@ class Cluster:
 
     def down(self) -> bool:
         """Stop the server if it runs (fast shutdown: connections end, data stays). True if it was running."""
+        if not self.data_dir.exists():  # no cluster (not even a state directory to make for the lock)
+            return False
         with self.lock:
             if self.running_pid() is None:
                 return False
