@@ -69,10 +69,14 @@ def encode(message: Message, vsn: str) -> str:
 def change_frame(topic: str, ids: list[int], data: str, vsn: str) -> str:
     """A `postgres_changes` push, its `data` already JSON: a change is written once for all who receive it alike,
     not once per frame. The same text `encode` writes."""
-    payload = f'{{"ids":{wire_json(ids)},"data":{data}}}'
+    return push_frame(topic, "postgres_changes", f'{{"ids":{wire_json(ids)},"data":{data}}}', vsn)
+
+
+def push_frame(topic: str, event: str, payload: str, vsn: str) -> str:
+    """A push without refs (`postgres_changes`, a broadcast), its payload already JSON."""
     if vsn == "2.0.0":
-        return f'[null,null,{wire_json(topic)},"postgres_changes",{payload}]'
-    return f'{{"topic":{wire_json(topic)},"event":"postgres_changes","payload":{payload},"ref":null}}'
+        return f'[null,null,{wire_json(topic)},{wire_json(event)},{payload}]'
+    return f'{{"topic":{wire_json(topic)},"event":{wire_json(event)},"payload":{payload},"ref":null}}'
 
 
 def _not_json(constant: str) -> None:
