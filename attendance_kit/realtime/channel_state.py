@@ -1,10 +1,10 @@
 """The gateway's channels as a state machine without I/O: what each message, database result and timer does.
 
-Every input is a method call and every effect is returned in an `Output`: the messages to send (to which client:
-a broadcast goes to other sockets), the commands for the database worker (`Subscribe`, `Unsubscribe`, `CountIn`,
-`CountOut`, `CheckPolicies`) and the channels' expiry timers to set or cancel. Time comes in as `now` (seconds
-since 1970), so the whole protocol is tested with no network, no thread and no clock (tests/test_channel_state.py);
-gateway.py does the sending, the waiting and the timing.
+Every input is a method call and every effect is returned in an `Output` (channel_model.py, with the clients,
+channels and commands): the messages to send (to which client: a broadcast goes to other sockets), the commands for
+the database worker and the channels' expiry timers to set or cancel. Time comes in as `now` (seconds since 1970),
+so the whole protocol is tested with no network, no thread and no clock (tests/test_channel_state.py); gateway.py
+does the sending, the waiting and the timing.
 
 The inputs:
 - `connect` / `disconnect`: a socket came (with its connect token, already checked) or went.
@@ -13,15 +13,15 @@ The inputs:
   `unmatched topic`.
 - `subscription_done`: the database worker's answer to a `Subscribe`: done, or refused (with Supabase's reason)
   or failed (with what went wrong).
-- `policies_checked`: its answer to a `CheckPolicies` (private channels, Realtime Authorization): at the join,
-  the channel joins if it may read broadcasts or presence, else is refused with Supabase's reason; at a refreshed
-  token, a channel that may no longer read is shut down; the write check, asked at the first broadcast or track
-  and then kept, lets them through or drops a broadcast silently and refuses a track, as Supabase does.
-- `database_broadcasts`: Broadcast from Database, each committed message's channels.
-
-Presence is presence.py's; here, who may see it: a public channel, or a private one that may read presence.
+- `policies_checked`: its answer to a `CheckPolicies` (a private channel's RLS policies, Realtime Authorization):
+  at the join, the channel joins if it may read broadcasts or presence, else is refused with Supabase's reason; at
+  a refreshed token, a channel that may no longer read is shut down; the write check, asked at the first broadcast
+  or track and then kept, lets them through, or drops a broadcast silently and refuses a track, as Supabase does.
+- `database_broadcasts`: Broadcast from Database, the channels each committed message reaches.
 - `expire`: a channel's token has expired.
 - `flooded`: the socket sent more than Supabase's rate.
+
+Who is present is presence.py's; here, who may see it: a public channel, or a private one that may read presence.
 """
 
 from __future__ import annotations
@@ -29,127 +29,31 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from ..errors import one_line
 from . import channels, presence
 from .admission import Refusal, join_request, refreshed_token, reply_entries
 from .broadcasts import Broadcast
+from .channel_model import (
+    Channel,
+    CheckPolicies,
+    Client,
+    Command,
+    CountIn,
+    CountOut,
+    Output,
+    Subscribe,
+    Unsubscribe,
+)
 from .presence import Presence
 from .protocol import Message, reply
 from .tokens import TokenRefused, check_token
 from .topic_policies import Allowed
 
+__all__ = ["Channel", "ChannelState", "CheckPolicies", "Client", "Command", "CountIn", "CountOut", "Output",
+           "Subscribe", "Unsubscribe"]
+
 MAX_CHANNELS_PER_SOCKET = 100  # Supabase's max_channels_per_client
-
-
-@dataclass(eq=False)
-class Client:
-    """One socket's side of the state: its connect token, its serializer, its joined channels by topic."""
-
-    token: str
-    vsn: str
-    channels: dict[str, Channel] = field(default_factory=dict)
-    joining: dict[str, Channel] = field(default_factory=dict)  # private joins waiting for their policies
-
-
-@dataclass(eq=False)
-class Channel:
-    """A joined topic: its `postgres_changes` entries and their ids, its token, claims, broadcast and presence
-    settings; a private one, what its policies allow (by extension, as far as asked: Supabase's cache)."""
-
-    topic: str
-    join_ref: str | None
-    client: Client
-    entries: list[Any]
-    ids: list[int]
-    token: str
-    claims: dict[str, Any]
-    broadcast_self: bool
-    broadcast_ack: bool
-    private: bool = False
-    presence_enabled: bool = False
-    presence_key: str = ""
-    read: dict[str, bool] = field(default_factory=dict)
-    write: dict[str, bool] = field(default_factory=dict)
-    waiting: list[Message] = field(default_factory=list)  # broadcasts and tracks waiting for the write check
-    presence_calls: list[float] = field(default_factory=list)
-    join: Message | None = None  # its phx_join, while its policies are asked
-    open: bool = True
-
-    @property
-    def expires_at(self) -> float:
-        return float(self.claims["exp"])
-
-    @property
-    def sub_topic(self) -> str:
-        return self.topic.removeprefix("realtime:")
-
-    @property
-    def space(self) -> presence.Space:
-        return self.private, self.topic
-
-    def may_read(self, extension: str) -> bool:
-        return not self.private or self.read.get(extension) is True
-
-
-# The database worker's commands, in the order they must run.
-
-@dataclass(frozen=True)
-class Subscribe:
-    """The channel's subscriber for these claims, in place of any it had; `first` on the join."""
-
-    channel: Channel
-    claims: dict[str, Any]
-    entries: list[Any]
-    first: bool
-
-
-@dataclass(frozen=True)
-class Unsubscribe:
-    channel: Channel
-
-
-@dataclass(frozen=True)
-class CountIn:
-    """Count the channel's client in websocket_channels (the topic names a session's channel: channels.py)."""
-
-    channel: Channel
-    session: uuid.UUID
-    name: str
-
-
-@dataclass(frozen=True)
-class CountOut:
-    channel: Channel
-    session: uuid.UUID
-    name: str
-
-
-@dataclass(frozen=True)
-class CheckPolicies:
-    """Ask the RLS policies on realtime.messages what the channel's user may `read` and `write` (extensions) on
-    its topic: at the join, at a refreshed token, at the first broadcast or track."""
-
-    channel: Channel
-    claims: dict[str, Any]
-    purpose: Literal["join", "refresh", "write"]
-    read: tuple[str, ...] = ()
-    write: tuple[str, ...] = ()
-
-
-Command = Subscribe | Unsubscribe | CountIn | CountOut | CheckPolicies
-
-
-@dataclass
-class Output:
-    """What one input did, each list in order: messages to send (each to its client), commands for the database
-    worker, and channels' expiry timers to set (at, in seconds since 1970) or to cancel (None)."""
-
-    messages: list[tuple[Client, Message]] = field(default_factory=list)
-    commands: list[Command] = field(default_factory=list)
-    expiries: list[tuple[Channel, float | None]] = field(default_factory=list)
 
 
 class ChannelState:
@@ -369,28 +273,18 @@ class ChannelState:
             out.messages.append((channel.client, reply(message, "ok", {})))
 
     def _presence(self, channel: Channel, message: Message, now: float, out: Output) -> None:
-        """`track` / `untrack`, within Supabase's limits."""
-        payload = message.payload if isinstance(message.payload, dict) else {}
-        event = payload.get("event")
-        if not isinstance(event, str):  # no event: answered and ignored
-            out.messages.append((channel.client, reply(message, "ok", {})))
-            return
-        if not presence.within_client_rate(channel.presence_calls, now):
-            self._shut_down(channel, "Client presence rate limit exceeded", out)
-        elif event.lower() == "untrack":
-            self._untrack(channel, out)
-            out.messages.append((channel.client, reply(message, "ok", {})))
-        elif event.lower() != "track":
-            out.messages.append((channel.client, reply(message, "error", {})))
-        elif not isinstance(payload.get("payload"), dict):
-            out.messages.append((channel.client, reply(message, "error", {
-                "reason": "Presence track payload must be a map"})))
-        elif presence.too_large(payload["payload"]):
-            self._shut_down(channel, "Track message size exceeded", out)
-        else:
+        """`track` / `untrack`, within Supabase's limits (presence.py reads the message)."""
+        request = presence.read_request(message.payload, channel.presence_calls, now)
+        if request.shut_down is not None:
+            self._shut_down(channel, request.shut_down, out)
+        elif request.action == "track":
             channel.presence_enabled = True  # a track turns presence on, as in Supabase
             if self._writes_checked(channel, "presence", message, out):
                 self._track(channel, message, out)
+        else:
+            if request.action == "untrack":
+                self._untrack(channel, out)
+            out.messages.append((channel.client, reply(message, request.reply, request.response or {})))
 
     def _track(self, channel: Channel, message: Message, out: Output) -> None:
         """Tracked, with a diff to those who may see it; or refused by the write policy (an error reply)."""

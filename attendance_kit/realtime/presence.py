@@ -6,8 +6,9 @@ channels of the same topic name are separate, as in Supabase. Each change is a d
 "leaves": {...}}` by key: a track joins, a changed track leaves the old meta and joins the new one (which names
 the old as `phx_ref_prev`), an untrack (or the channel's end) leaves. The state is every key's metas.
 
-The limits are Supabase's: a channel may send `CLIENT_MAX_CALLS` presence messages per `CLIENT_WINDOW` seconds,
-and a tracked payload may be `MAX_PAYLOAD_BYTES` long (its JSON).
+`read_request` reads a channel's `presence` message as Supabase does, its limits and answers included: a channel
+may send `CLIENT_MAX_CALLS` presence messages per `CLIENT_WINDOW` seconds, a tracked payload must be a map of at
+most `MAX_PAYLOAD_BYTES` (its JSON).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import itertools
 import json
 import time
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 CLIENT_MAX_CALLS = 5  # Supabase's CLIENT_PRESENCE_MAX_CALLS
@@ -68,15 +70,39 @@ class Presence:
         return f"{self._prefix}{next(self._refs)}"
 
 
-def within_client_rate(calls: list[float], now: float) -> bool:
-    """Count a presence message (`calls`: the channel's recent ones, kept here); False once over the limit."""
+@dataclass(frozen=True)
+class Request:
+    """A presence message read: `track` (its `fields`) or `untrack`; else what to answer (`reply`: "ok" or "error",
+    with `response`) or why the channel is shut down (`shut_down`)."""
+
+    action: str | None = None
+    fields: dict[str, Any] | None = None
+    reply: str = "ok"
+    response: dict[str, Any] | None = None
+    shut_down: str | None = None
+
+
+def read_request(payload: Any, calls: list[float], now: float) -> Request:
+    """A `presence` message's payload (`{"event": "track", "payload": {...}}`), counted in `calls` (the channel's
+    recent presence messages, kept here) against the rate."""
+    payload = payload if isinstance(payload, dict) else {}
+    event = payload.get("event")
+    if not isinstance(event, str):  # no event: answered and ignored
+        return Request()
     calls[:] = [at for at in calls if now - at < CLIENT_WINDOW]
     calls.append(now)
-    return len(calls) <= CLIENT_MAX_CALLS
-
-
-def too_large(fields: dict[str, Any]) -> bool:
-    return len(json.dumps(fields, default=str)) > MAX_PAYLOAD_BYTES
+    if len(calls) > CLIENT_MAX_CALLS:
+        return Request(shut_down="Client presence rate limit exceeded")
+    if event.lower() == "untrack":
+        return Request("untrack")
+    if event.lower() != "track":
+        return Request(reply="error", response={})
+    fields = payload.get("payload")
+    if not isinstance(fields, dict):
+        return Request(reply="error", response={"reason": "Presence track payload must be a map"})
+    if len(json.dumps(fields, default=str)) > MAX_PAYLOAD_BYTES:
+        return Request(shut_down="Track message size exceeded")
+    return Request("track", fields)
 
 
 def _fields(meta: dict[str, Any]) -> dict[str, Any]:
