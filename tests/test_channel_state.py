@@ -417,6 +417,12 @@ def test_the_presence_key_is_the_config_s_or_made_up(state: ChannelState, ada: C
     assert uuid.UUID(made_up.presence_key).version == 1  # Supabase's default: a UUID v1
 
 
+def test_replication_ready_is_said_after_the_join(state: ChannelState, ada: Client) -> None:
+    out = state.receive(ada, join("realtime:a", "1", {"config": {"broadcast": {"replication_ready": True}}}), NOW)
+    assert [(m.event, m.payload.get("message")) for m in sent(out)] == [
+        ("phx_reply", None), ("system", "Replication connection established")]
+
+
 def test_a_database_broadcast_reaches_the_topic_s_channels_of_its_privacy_that_may_read_broadcasts() -> None:
     state = ChannelState(SECRET)
     ada, sam, olive = (state.connect(token(who), vsn) for who, vsn in (("ada", "2.0.0"), ("sam", "1.0.0"),

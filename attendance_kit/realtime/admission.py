@@ -61,6 +61,7 @@ class JoinRequest:
     broadcast_ack: bool
     presence_enabled: bool
     presence_key: str | None  # None: the server makes one up (Supabase: a UUID v1)
+    replication_ready: bool  # broadcast.replication_ready: say when broadcasts from the database flow
 
     def reply_entries(self) -> list[Any]:
         return reply_entries(self.entries, self.ids)
@@ -102,7 +103,7 @@ def join_request(message: Message) -> JoinRequest | Refusal:
                        own_token(payload.get("access_token") or payload.get("user_token")),
                        _flag(config.get("private")),
                        _flag(broadcast.get("self")), _flag(broadcast.get("ack")), _flag(presence.get("enabled")),
-                       _presence_key(presence.get("key")))
+                       _presence_key(presence.get("key")), _flag(broadcast.get("replication_ready")))
 
 
 def refreshed_token(message: Message) -> str | None:

@@ -42,6 +42,7 @@ class Channel:
     private: bool = False
     presence_enabled: bool = False
     presence_key: str = ""
+    replication_ready: bool = False
     read: dict[str, bool] = field(default_factory=dict)
     write: dict[str, bool] = field(default_factory=dict)
     waiting: list[Message] = field(default_factory=list)  # broadcasts and tracks waiting for the write check

@@ -181,7 +181,7 @@ class ChannelState:
             return
         channel = Channel(request.topic, request.join_ref, client, request.entries, request.ids, token, claims,
                           request.broadcast_self, request.broadcast_ack, request.private, request.presence_enabled,
-                          request.presence_key or str(uuid.uuid1()), join=message)
+                          request.presence_key or str(uuid.uuid1()), request.replication_ready, join=message)
         if not channel.private:
             self._open(channel, out)
             return
@@ -215,6 +215,8 @@ class ChannelState:
         if channel.presence_enabled and channel.may_read("presence"):
             out.messages.append((channel.client, Message(channel.topic, "presence_state",
                                                          self.presence.state(channel.space), None, channel.join_ref)))
+        if channel.replication_ready:  # the change feed's slot streams before any client joins
+            self._system(channel, "system", "ok", "Replication connection established", out)
 
     def _refresh(self, channel: Channel, message: Message, now: float, out: Output) -> None:
         """A new token for the channel: later deliveries use its claims; an invalid one ends the channel."""
