@@ -6,7 +6,9 @@
 - `supabase/seed.sql`: the demo data, which `supabase db reset` loads.
 - `supabase/tests/database/access_contract.test.sql`: pgTAP generated from sql/access_contract.yaml: the same
   cells `attendance-kit verify` tries, each an assertion with a message, run as its persona the way Supabase's API
-  runs a request (its claims in `request.jwt.claims`, `SET LOCAL ROLE`), each attempt rolled back.
+  runs a request (its claims in `request.jwt.claims`, `SET LOCAL ROLE`), each attempt rolled back; a private
+  channel's cells as Supabase Realtime checks a join (a probe row of realtime.messages selected back as the
+  persona) and a write (the row inserted as the persona).
 - `supabase/config.toml`, only where the project has none: the CLI needs one (`supabase start`, `link`, `test db`)
   and fills in its defaults; a project's own is never touched.
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from .demo import DEMO_DATA_FILE
 from .errors import KitError
 from .migrations import migrations_in
-from .verification import Check, Contract
+from .verification import CHANNEL_ACTIONS, Check, Contract
 
 # Migration N is stamped BASE + N seconds: stable, ordered, and after any timestamp of 2025 a project may hold.
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -81,6 +83,42 @@ begin
         execute format('set local role %I', pg_temp.role_of(who));
         execute format('select coalesce(array_agg(id order by id), ''{}'') from (%s) q', query) into ids;
         raise exception using errcode = 'P0001', message = ids::text;
+    exception
+        when sqlstate 'P0001' then
+            return sqlerrm;
+        when insufficient_privilege then
+            return 'denied';
+        when others then
+            return 'error: ' || sqlerrm;
+    end;
+end;
+$$;
+
+-- As Supabase Realtime checks a private channel, as `who`: 'allowed' when the probe row inserted as the owner
+-- comes back (a read) or the row goes in (a write), 'denied' when not, else the error.
+create function pg_temp.channel_access(who text, channel_topic text, channel_extension text, access text)
+returns text language plpgsql as $$
+declare
+    -- Read as the owner: the persona may not read auth.users.
+    role_name text := pg_temp.role_of(who);
+    claims text := pg_temp.claims_of(who);
+    probe uuid;
+    allowed boolean := true;
+begin
+    begin
+        if access = 'read' then
+            insert into realtime.messages (topic, extension) values (channel_topic, channel_extension)
+            returning id into probe;
+        end if;
+        perform set_config('realtime.topic', channel_topic, true), set_config('request.jwt.claims', claims, true),
+                set_config('request.jwt.claim.sub', coalesce(claims::jsonb ->> 'sub', ''), true),
+                set_config('request.jwt.claim.role', role_name, true), set_config('role', role_name, true);
+        if access = 'read' then
+            allowed := exists (select 1 from realtime.messages m where m.id = probe);
+        else
+            insert into realtime.messages (topic, extension) values (channel_topic, channel_extension);
+        end if;
+        raise exception using errcode = 'P0001', message = case when allowed then 'allowed' else 'denied' end;
     exception
         when sqlstate 'P0001' then
             return sqlerrm;
@@ -163,6 +201,10 @@ def _assertion(contract: Contract, check: Check) -> str:
     who = contract.personas.get(check.persona, check.persona)
     case = f" ({check.case})" if check.case else ""
     message = _literal(f"{check.table}: {check.persona} {check.operation}{case} is {check.expected}")
+    if check.topic:
+        extension, access = CHANNEL_ACTIONS[check.operation]
+        return (f"select is(pg_temp.channel_access({_literal(who)}, {_literal(contract.fill(check.topic))}, "
+                f"{_literal(extension)}, {_literal(access)}), {_literal(check.expected)}, {message});")
     if check.operation != "select":
         return (f"select is(pg_temp.attempt({_literal(who)}, $check${contract.fill(check.statement)}$check$), "
                 f"{_literal(check.expected)}, {message});")

@@ -2,7 +2,8 @@
 
 Each lint is one query returning (object, detail) rows for what it finds; a clean database returns none.
 The rules follow Supabase's linter (splinter) in meaning; the schemas checked are the ones the API exposes
-(`public`), and for function settings and security-definer functions every project schema.
+(`public`), and for function settings and security-definer functions every project schema. The policy rules check
+realtime.messages too: its policies decide who joins, receives, sends and tracks on private channels.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import psycopg
 FUNCTION_SCHEMAS = ("public", "private")
 # Calls that depend only on the request, and so belong in an initplan: (select auth.uid()), not auth.uid().
 # private.current_user_id() is the kit's auth.uid() for policies (sql/002).
-REQUEST_CALL = r"(auth\.(uid|jwt|role|email)\(\)|private\.current_user_id\(\)|current_setting\()"
+# realtime.topic() is the topic a Realtime check is about, the same for every row.
+REQUEST_CALL = r"(auth\.(uid|jwt|role|email)\(\)|private\.current_user_id\(\)|realtime\.topic\(\)|current_setting\()"
 # Schemas that belong to PostgreSQL or to Supabase itself, not to the project.
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "auth", "extensions", "graphql",
                   "graphql_public", "realtime", "storage", "vault", "pgsodium", "supabase_functions",
@@ -47,7 +49,8 @@ LINTS = [
     Lint("policy_exists_rls_disabled", """
         select distinct c.oid::regclass::text, 'has policies but row level security is off, so they do nothing'
         from pg_policy p join pg_class c on c.oid = p.polrelid
-        where c.relnamespace = 'public'::regnamespace and not c.relrowsecurity
+        where (c.relnamespace = 'public'::regnamespace or c.oid = to_regclass('realtime.messages'))
+          and not c.relrowsecurity
     """),
     Lint("function_search_path_mutable", """
         select p.oid::regprocedure::text, 'no fixed search_path: set search_path = '''' and qualify names'
@@ -57,12 +60,14 @@ LINTS = [
     """),
     Lint("auth_rls_initplan", """
         select format('%%s policy %%s', c.oid::regclass, p.polname),
-               'calls auth.<function>(), private.current_user_id() or current_setting() per row: '
+               'calls auth.<function>(), private.current_user_id(), realtime.topic() or current_setting() '
+               'per row: '
                'wrap it as (select ...)'
         from pg_policy p join pg_class c on c.oid = p.polrelid
         cross join lateral (values (pg_get_expr(p.polqual, p.polrelid)),
                                    (pg_get_expr(p.polwithcheck, p.polrelid))) e (expression)
-        where c.relnamespace = 'public'::regnamespace and c.relrowsecurity
+        where (c.relnamespace = 'public'::regnamespace or c.oid = to_regclass('realtime.messages'))
+          and c.relrowsecurity
           -- a call left once the wrapped ones, (select auth.uid()), are taken out
           and regexp_replace(lower(e.expression), 'select\\s+' || %(request_call)s, '', 'g') ~ %(request_call)s
         group by c.oid, p.polname
@@ -118,7 +123,8 @@ LINTS = [
         cross join (values ('r', 'SELECT'), ('a', 'INSERT'), ('w', 'UPDATE'), ('d', 'DELETE')) a (cmd, action)
         -- the roles Supabase's advisor checks; authenticator and dashboard_user exist on Supabase only
         join pg_roles r on r.rolname in ('anon', 'authenticated', 'authenticator', 'dashboard_user')
-        where c.relnamespace = 'public'::regnamespace and p.polpermissive and p.polcmd in (a.cmd, '*')
+        where (c.relnamespace = 'public'::regnamespace or c.oid = to_regclass('realtime.messages'))
+          and p.polpermissive and p.polcmd in (a.cmd, '*')
           and (0::oid = any (p.polroles)
                or exists (select 1 from unnest(p.polroles) role where pg_has_role(r.oid, role, 'member')))
         group by c.oid, r.rolname, a.action
@@ -128,7 +134,8 @@ LINTS = [
         select format('%%s policy %%s', c.oid::regclass, p.polname),
                'permissive and TO public (every role, anon too): it widens every other policy; name the role'
         from pg_policy p join pg_class c on c.oid = p.polrelid
-        where c.relnamespace = 'public'::regnamespace and p.polpermissive and 0::oid = any (p.polroles)
+        where (c.relnamespace = 'public'::regnamespace or c.oid = to_regclass('realtime.messages'))
+          and p.polpermissive and 0::oid = any (p.polroles)
     """),
 ]
 

@@ -2,11 +2,14 @@
 
 Every cell of the contract runs as its persona the way Supabase's API would run it (SET LOCAL ROLE +
 request.jwt.claims), inside a savepoint that is rolled back, within a transaction that is rolled back too:
-nothing is left changed, even when a check fails midway. The catalog lints run beside it.
+nothing is left changed, even when a check fails midway. A private channel's cells run the way Supabase Realtime
+checks a join (a probe row of realtime.messages inserted as the owner, then selected back as the persona with
+`realtime.topic` set) and a write (the row inserted as the persona). The catalog lints run beside it.
 """
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,14 @@ if TYPE_CHECKING:  # pandas is imported where it is used: the command line start
 
 CONTRACT_FILE = SQL_DIR / "access_contract.yaml"
 WRITES = ("insert", "update", "delete")
+# What a persona may do on a private channel's topic: the realtime.messages row Supabase Realtime checks for it
+# (its `extension`) and whether the check is a read (SELECT of a probe row) or a write (INSERT).
+CHANNEL_ACTIONS = {
+    "receive": ("broadcast", "read"),   # join and receive the topic's broadcasts
+    "presence": ("presence", "read"),   # join and see who is present
+    "send": ("broadcast", "write"),     # broadcast on the topic
+    "track": ("presence", "write"),     # be seen present
+}
 MATRIX_COLUMNS = ["table", "persona", "operation", "case", "expected", "attempt", "ok"]
 
 
@@ -40,6 +51,7 @@ class Check:
     case: str
     expected: str
     statement: str
+    topic: str = ""  # a private channel's topic (its table is then "topic <name>"); "" for a table's check
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,8 @@ class Attempt:
         return _rows(self.rows) if self.outcome == "visible" else self.outcome
 
     def __str__(self) -> str:
-        if self.outcome == "allowed":
-            return f"allowed: {_rows(self.rows)}"
+        if self.outcome == "allowed":  # a channel's check changes no row
+            return f"allowed: {_rows(self.rows)}" if self.rows else "allowed"
         if self.outcome != "visible":
             return f"{self.outcome}: {self.detail}" if self.detail else self.outcome
         if self.expected_rows is None:
@@ -81,11 +93,13 @@ class Contract:
     sets: dict[str, str]
     setup: str
     tables: dict[str, dict[str, Any]]
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path = CONTRACT_FILE) -> Contract:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return cls(data["personas"], data["ids"], data.get("sets", {}), data.get("setup", ""), data["tables"])
+        return cls(data["personas"], data["ids"], data.get("sets", {}), data.get("setup", ""), data["tables"],
+                   data.get("channels", {}))
 
     def fill(self, text: str) -> str:
         """The contract's text with each ${name} replaced by its id, or by its set's query."""
@@ -108,6 +122,12 @@ class Contract:
             for case in rules.get("cases", []):
                 operation = case["sql"].split()[0].lower()
                 checks.append(Check(table, case["as"], operation, case["name"], case["expect"], case["sql"]))
+        for name, rules in self.channels.items():
+            for persona in self.personas:
+                for action in CHANNEL_ACTIONS:
+                    allowed = persona in rules[action]
+                    checks.append(Check(f"topic {name}", persona, action, "", "allowed" if allowed else "denied",
+                                        "", rules["topic"]))
         return checks
 
 
@@ -139,7 +159,7 @@ class Verification:
         cells = self.matrix[self.matrix["case"] == ""].copy()
         cells["table"] = pd.Categorical(cells["table"], list(dict.fromkeys(cells["table"])))
         cells["persona"] = pd.Categorical(cells["persona"], list(dict.fromkeys(cells["persona"])))
-        cells["operation"] = pd.Categorical(cells["operation"], ["select", *WRITES])
+        cells["operation"] = pd.Categorical(cells["operation"], ["select", *WRITES, *CHANNEL_ACTIONS])
         cells["shown"] = [attempt.label for attempt in cells["attempt"]]
         index = ["table", "operation"]
         return (cells.pivot(index=index, columns="persona", values="shown"),
@@ -173,7 +193,11 @@ def run_contract(conn: psycopg.Connection, contract: Contract) -> pd.DataFrame:
         conn.execute(contract.fill(contract.setup))
         for check in checks:
             role, claims = users[check.persona]
-            if check.operation == "select":
+            if check.topic:
+                extension, access = CHANNEL_ACTIONS[check.operation]
+                attempt = _try_channel(conn, role, claims, contract.fill(check.topic), extension, access)
+                ok = attempt.outcome == check.expected
+            elif check.operation == "select":
                 expected_ids = _expected_rows(conn, check.table, check.expected, contract)
                 attempt = _try_select(conn, role, claims, check, expected_ids)
                 ok = (attempt.outcome == "denied") if expected_ids is None else (
@@ -225,6 +249,34 @@ def _try_write(conn: psycopg.Connection, role: str, claims: dict, statement: str
     except psycopg.Error as error:
         return Attempt("error", one_line(error))
     return Attempt("allowed", rows=changed) if changed > 0 else Attempt("denied", "no row changed")
+
+
+def _try_channel(conn: psycopg.Connection, role: str, claims: dict, topic: str, extension: str,
+                 access: str) -> Attempt:
+    """As Supabase Realtime checks a private channel: for a read, a probe row inserted as the owner and selected
+    back as the persona; for a write, the row inserted as the persona. Allowed when the row came back or went in;
+    denied when it did not, or the insert was refused."""
+    try:
+        with conn.transaction(force_rollback=True), conn.cursor() as cur:
+            probe = None
+            if access == "read":
+                probe = cur.execute("insert into realtime.messages (topic, extension) values (%s, %s) returning id",
+                                    [topic, extension]).fetchone()[0]
+            cur.execute("""
+                select set_config('role', %(role)s, true), set_config('realtime.topic', %(topic)s, true),
+                       set_config('request.jwt.claims', %(claims)s, true),
+                       set_config('request.jwt.claim.sub', coalesce(%(claims)s::jsonb ->> 'sub', ''), true),
+                       set_config('request.jwt.claim.role', %(role)s, true)
+            """, {"role": role, "topic": topic, "claims": json.dumps(claims)})
+            if probe is None:
+                cur.execute("insert into realtime.messages (topic, extension) values (%s, %s)", [topic, extension])
+            elif cur.execute("select id from realtime.messages where id = %s", [probe]).fetchone() is None:
+                return Attempt("denied", "probe row not visible")
+    except psycopg.errors.InsufficientPrivilege as error:
+        return Attempt("denied", one_line(error))
+    except psycopg.Error as error:
+        return Attempt("error", one_line(error))
+    return Attempt("allowed")
 
 
 def contract_lints(conn: psycopg.Connection, contract: Contract) -> list[Finding]:

@@ -21,6 +21,12 @@ from attendance_kit.migrations import migrations_in
 from attendance_kit.server import Cluster
 from attendance_kit.verification import Contract
 
+# The read policy on realtime.messages replaced by one that lets any signed-in user join any session's topic.
+LOOSENED_TOPIC_POLICY = """
+    drop policy "Teachers and invited students read their sessions' topics" on realtime.messages;
+    create policy "Anyone reads any session topic" on realtime.messages for select to authenticated
+    using ((select realtime.topic()) like 'session:%')
+"""
 PG15 = Path("/usr/lib/postgresql/15/bin")
 PGTAP = Path("/usr/share/postgresql/15/extension/pgtap.control")
 
@@ -67,6 +73,13 @@ def test_the_pgtap_tests_pass_on_postgresql_15_and_catch_a_loosened_policy(
         loosened = psql(project, tmp_path / TEST_FILE)
         failed = re.findall(r"^not ok \d+ - (.*)$", loosened, re.M)
         assert failed and all(line.startswith("courses: ") for line in failed), failed
+        with connect(project) as conn:  # the courses policy back as it was; any session's topic open to all
+            conn.execute("drop policy everyone on public.courses")
+            conn.execute(LOOSENED_TOPIC_POLICY)
+        loosened = psql(project, tmp_path / TEST_FILE)
+        failed = re.findall(r"^not ok \d+ - (.*)$", loosened, re.M)
+        assert "topic lecture: student receive is denied" in failed, failed
+        assert all(line.startswith("topic ") for line in failed), failed
     finally:
         cluster.down()
 

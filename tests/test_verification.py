@@ -11,6 +11,7 @@ import pytest
 
 from attendance_kit import Contract, KitError, connect, load_demo_term, verify
 from attendance_kit.term import TermSize
+from attendance_kit.verification import CHANNEL_ACTIONS
 
 PERSONAS = ["teacher", "other_teacher", "student", "outside_student", "anon", "service_role"]
 
@@ -33,8 +34,11 @@ def test_a_freshly_migrated_database_matches_the_contract(conn: psycopg.Connecti
     assert result.ok
     tables = [r[0] for r in conn.execute(
         "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'")]
-    generic = result.matrix[result.matrix["case"] == ""]
+    channel_cells = result.matrix["table"].str.startswith("topic ")
+    generic = result.matrix[(result.matrix["case"] == "") & ~channel_cells]
     assert len(generic) == len(tables) * len(PERSONAS) * 4
+    # Four topics (a lecture's and another session's), four actions each.
+    assert channel_cells.sum() == 4 * len(PERSONAS) * len(CHANNEL_ACTIONS)
     assert set(generic["persona"]) == set(PERSONAS)
     # Each kind of outcome is exercised, not only refusals.
     outcomes = {attempt.outcome for attempt in result.matrix["attempt"]}
@@ -49,6 +53,14 @@ def test_verification_changes_nothing_even_when_checks_fail(conn: psycopg.Connec
     assert not failing.ok
     conn.execute("alter table public.attendance_records enable row level security")
     assert content_checksums(conn) == before
+
+
+# The read policy on realtime.messages replaced by one that lets any signed-in user join any session's topic.
+LOOSENED_TOPIC_POLICY = """
+    drop policy "Teachers and invited students read their sessions' topics" on realtime.messages;
+    create policy "Anyone reads any session topic" on realtime.messages for select to authenticated
+    using ((select realtime.topic()) like 'session:%');
+"""
 
 
 @pytest.mark.parametrize(("mutation", "expected_line"), [
@@ -73,12 +85,12 @@ def test_verification_changes_nothing_even_when_checks_fail(conn: psycopg.Connec
      "as 'select'", "security_definer_function_executable: grant_me(): security definer and executable by "
      "anon and authenticated through the API"),
     ("create policy per_row on public.courses for select to authenticated using (teacher_id = auth.uid())",
-     "auth_rls_initplan: courses policy per_row: calls auth.<function>(), private.current_user_id() or "
-     "current_setting() per row: wrap it as (select ...)"),
+     "auth_rls_initplan: courses policy per_row: calls auth.<function>(), private.current_user_id(), "
+     "realtime.topic() or current_setting() per row: wrap it as (select ...)"),
     ("create policy per_row_kit on public.courses for select to authenticated "
      "using (teacher_id = private.current_user_id())",
-     "auth_rls_initplan: courses policy per_row_kit: calls auth.<function>(), private.current_user_id() or "
-     "current_setting() per row: wrap it as (select ...)"),
+     "auth_rls_initplan: courses policy per_row_kit: calls auth.<function>(), private.current_user_id(), "
+     "realtime.topic() or current_setting() per row: wrap it as (select ...)"),
     ("create policy mixed on public.courses for select to authenticated "
      "using ((select auth.uid()) is not null and teacher_id = auth.uid())",
      "auth_rls_initplan: courses policy mixed: "),
@@ -91,6 +103,14 @@ def test_verification_changes_nothing_even_when_checks_fail(conn: psycopg.Connec
      "it widens every other policy; name the role"),
     ("create table public.notes (id uuid primary key)",
      "table_not_in_contract: notes: add its rules to sql/access_contract.yaml"),
+    (LOOSENED_TOPIC_POLICY, "topic lecture: student receive: expected denied, got allowed"),
+    (LOOSENED_TOPIC_POLICY, "topic other_lecture: teacher receive: expected denied, got allowed"),
+    ("create policy per_row_topic on realtime.messages for select to authenticated using (topic = realtime.topic())",
+     "auth_rls_initplan: realtime.messages policy per_row_topic: "),
+    ("create policy per_row_topic on realtime.messages for select to authenticated using (topic = realtime.topic())",
+     "multiple_permissive_policies: realtime.messages for authenticated SELECT: "),
+    ("create policy open_topics on realtime.messages for insert with check ((select realtime.topic()) = 'lobby')",
+     "permissive_policy_to_public: realtime.messages policy open_topics: "),
     ("""drop policy "Teachers can view session analytics" on public.session_analytics""",
      "published_table_without_select_policy: public.session_analytics: published, so realtime delivers it, "
      "but no SELECT policy decides who receives it"),
@@ -123,6 +143,15 @@ def test_the_command_exits_non_zero_naming_each_mismatch(db_url: str) -> None:
     lines = broken.stdout.strip().splitlines()
     assert "rls_disabled_in_public: courses: row level security is off: every API role reaches every row" in lines
     assert lines[-1].startswith(f"{checks} checks NOT as the contract says; 2 lint findings")
+
+
+def test_the_command_exits_non_zero_on_a_loosened_topic_policy(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(LOOSENED_TOPIC_POLICY)
+    command = [sys.executable, "-m", "attendance_kit.cli", "verify", "--database-url", db_url]
+    broken = subprocess.run(command, capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert "topic lecture: outside_student receive: expected denied, got allowed" in broken.stdout.splitlines()
 
 
 def verify_matrix_rows(db_url: str) -> list:
