@@ -244,7 +244,7 @@ class Gateway:
             self._apply(self.state.subscription_done(command, error))
         elif isinstance(command, CheckPolicies):
             if error is not None:  # a policy that raised: this user is refused, nobody else
-                log.info("realtime gateway: RlsPolicyError for %s: %s", command.channel.sub_topic, one_line(error))
+                log.warning("realtime gateway: RlsPolicyError on %s: %s", command.channel.sub_topic, one_line(error))
             self._apply(self.state.policies_checked(command, result, error))
         elif isinstance(command, Reconcile):
             if error is not None:

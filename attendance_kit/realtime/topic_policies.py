@@ -36,7 +36,7 @@ class PolicyError(Exception):
 
 @dataclass(frozen=True)
 class Allowed:
-    """What a check found, per extension: read and write (None: not asked)."""
+    """What a check found: per extension asked, whether the user may read it, and write it."""
 
     read: dict[str, bool]
     write: dict[str, bool]
