@@ -62,6 +62,12 @@ class Channel:
     def space(self) -> presence.Space:
         return self.private, self.topic
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The reads a private channel's policies are asked at its join and each new token: presence's only
+        when presence is on (Supabase's rule: a presence-only user who joins without it is refused)."""
+        return ("broadcast", "presence") if self.presence_enabled else ("broadcast",)
+
     def may_read(self, extension: str) -> bool:
         return not self.private or self.read.get(extension) is True
 

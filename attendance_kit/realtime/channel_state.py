@@ -34,17 +34,7 @@ from ..errors import one_line
 from . import channels, presence
 from .admission import Refusal, join_request, refreshed_token, reply_entries
 from .broadcasts import Broadcast
-from .channel_model import (
-    Channel,
-    CheckPolicies,
-    Client,
-    Command,
-    CountIn,
-    CountOut,
-    Output,
-    Subscribe,
-    Unsubscribe,
-)
+from .channel_model import Channel, CheckPolicies, Client, Command, CountIn, CountOut, Output, Subscribe, Unsubscribe
 from .presence import Presence
 from .protocol import Message, reply
 from .tokens import TokenRefused, check_token
@@ -186,8 +176,7 @@ class ChannelState:
             self._open(channel, out)
             return
         client.joining[channel.topic] = channel  # joined once its policies let it read
-        reads = ("broadcast", "presence") if channel.presence_enabled else ("broadcast",)
-        out.commands.append(CheckPolicies(channel, claims, "join", read=reads))
+        out.commands.append(CheckPolicies(channel, claims, "join", read=channel.reads))
 
     def _joined_privately(self, channel: Channel, read: dict[str, bool], out: Output) -> None:
         """Supabase's rule: a private channel joins if its user may read broadcasts or presence there."""
@@ -233,8 +222,7 @@ class ChannelState:
         if channel.entries:
             out.commands.append(Subscribe(channel, claims, channel.entries, first=False))
         if channel.private:  # Supabase asks the policies again at each new token (never per message)
-            reads = ("broadcast", "presence") if channel.presence_enabled else ("broadcast",)
-            out.commands.append(CheckPolicies(channel, claims, "refresh", read=reads))
+            out.commands.append(CheckPolicies(channel, claims, "refresh", read=channel.reads))
 
     def _reread(self, channel: Channel, read: dict[str, bool], out: Output) -> None:
         """A refreshed token's reads: none, or one lost, shuts the channel down (Supabase's two messages); the
