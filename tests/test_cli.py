@@ -193,7 +193,8 @@ def test_verify_prints_the_contract_as_a_table_marking_what_is_not_as_it_says(db
                               "service_role"]
     assert rows[0].split() == ["profiles", "select", "4", "rows", "3", "rows", "1", "row", "1", "row", "denied",
                                "8", "rows"]
-    assert len(rows) == 4 * len(Contract.load().tables) and "!" not in clean.stdout
+    contract = Contract.load()
+    assert len(rows) == 4 * len(contract.tables) + 4 * len(contract.channels) and "!" not in clean.stdout
     assert "checks as the contract says" in verdict
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("create policy everyone on public.courses for select to authenticated using (true)")
