@@ -86,11 +86,10 @@ class Realtime:
         of its publication are messages for the gateway's channels, not postgres_changes)."""
         changes = self.feed.poll()
         self.last_poll_changes = len(changes)
-        broadcasts = []
-        if any(is_message(change.relation) for change in changes):
-            messages = [change for change in changes if is_message(change.relation)]
+        messages = [change for change in changes if is_message(change.relation)]
+        if messages:
             changes = [change for change in changes if not is_message(change.relation)]
-            broadcasts = [b for b in (broadcast_of(m, self.feed.values(m)[0]) for m in messages) if b is not None]
+        broadcasts = [b for b in (broadcast_of(m, self.feed.values(m)[0]) for m in messages) if b is not None]
         if not changes or not self.subscribers:
             return {}, broadcasts
         return self._delivery.deliver(changes, self.subscribers), broadcasts
