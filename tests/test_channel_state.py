@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from attendance_kit.realtime import protocol
+from attendance_kit.realtime.broadcasts import Broadcast
 from attendance_kit.realtime.channel_state import (
     Channel,
     ChannelState,
+    CheckPolicies,
     Client,
     CountIn,
     CountOut,
@@ -21,10 +23,11 @@ from attendance_kit.realtime.channel_state import (
     Subscribe,
     Unsubscribe,
 )
-from attendance_kit.realtime.fanout import change_frames
+from attendance_kit.realtime.fanout import broadcast_frames, change_frames
 from attendance_kit.realtime.protocol import Message
 from attendance_kit.realtime.subscriptions import ChannelRefused, Delivered
 from attendance_kit.realtime.tokens import sign
+from attendance_kit.realtime.topic_policies import Allowed
 
 SECRET = "a-test-secret-of-at-least-thirty-two-characters"
 NOW = 2_000_000_000.0  # the state machine's clock is whatever it is told
@@ -269,3 +272,171 @@ def test_the_fan_out_writes_a_frame_per_channel_per_change_with_the_ids_of_the_e
         "ids": ada_lobby.ids, "data": {**event, "record": {"id": str(uuid.UUID(int=1))}}}}
     assert frames[1][1] == protocol.encode(Message(LOBBY, "postgres_changes", {"ids": [sam_lobby.ids[1]],
                                                                               "data": event}), "2.0.0")
+
+
+# --- private channels, broadcast from the database, presence --------------------------------------------------
+
+LECTURE = f"realtime:session:{SESSION}:lecture"
+PRIVATE = {"config": {"private": "true", "presence": {"enabled": True}}}  # Supabase takes string booleans too
+UNAUTHORIZED = f"Unauthorized: You do not have permissions to read from this Channel topic: session:{SESSION}:lecture"
+
+
+def allowed(read: dict[str, bool] | None = None, write: dict[str, bool] | None = None) -> Allowed:
+    return Allowed(read or {}, write or {})
+
+
+def private_join(state: ChannelState, client: Client, read: dict[str, bool], payload: Any = PRIVATE,
+                 ref: str = "1") -> tuple[Output, Output]:
+    """A private join and the answer to its policy check: (what the join did, what the answer did)."""
+    asked = state.receive(client, join(LECTURE, ref, payload), NOW)
+    (command,) = asked.commands
+    return asked, state.policies_checked(command, allowed(read), None)
+
+
+def test_a_private_join_waits_for_its_read_policies_then_joins_with_the_presence_state(
+        state: ChannelState, ada: Client) -> None:
+    asked, answered = private_join(state, ada, {"broadcast": True, "presence": True}, ref="4")
+    assert asked.messages == [] and asked.expiries == []  # no answer before the policies
+    channel = ada.channels[LECTURE]
+    assert asked.commands == [CheckPolicies(channel, channel.claims, "join", read=("broadcast", "presence"))]
+    assert sent(answered) == [
+        Message(LECTURE, "phx_reply", {"status": "ok", "response": {"postgres_changes": []}}, "4", "4"),
+        Message(LECTURE, "presence_state", {}, None, "4")]
+    assert answered.commands == [CountIn(channel, SESSION, "lecture")]
+    assert channel.private and channel.read == {"broadcast": True, "presence": True}
+    without_presence = state.receive(ada, join("realtime:other", "5", {"config": {"private": True}}), NOW)
+    assert without_presence.commands[0].read == ("broadcast",)  # presence read is asked only when enabled
+
+
+def test_a_private_join_that_may_read_nothing_or_whose_policy_raised_is_refused_with_supabase_s_reason(
+        state: ChannelState, ada: Client) -> None:
+    _, refused = private_join(state, ada, {"broadcast": False, "presence": False})
+    asked = state.receive(ada, join(LECTURE, "2", PRIVATE), NOW)
+    failed = state.policies_checked(asked.commands[0], None, RuntimeError("division by zero"))
+    for out in (refused, failed):
+        (answer,) = sent(out)
+        assert answer.payload == {"status": "error", "response": {"reason": UNAUTHORIZED}} and out.commands == []
+    assert ada.channels == {} and ada.joining == {} and state.topics == {}
+
+
+def test_a_private_join_left_or_replaced_before_its_answer_is_not_joined(state: ChannelState, ada: Client) -> None:
+    first = state.receive(ada, join(LECTURE, "1", PRIVATE), NOW)
+    state.receive(ada, Message(LECTURE, "phx_leave", {}, "2", "1"), NOW)
+    assert state.policies_checked(first.commands[0], allowed({"broadcast": True}), None) == Output()
+    second = state.receive(ada, join(LECTURE, "3", PRIVATE), NOW)
+    third = state.receive(ada, join(LECTURE, "4", PRIVATE), NOW)  # replaces the second, still unanswered
+    assert state.policies_checked(second.commands[0], allowed({"broadcast": True}), None) == Output()
+    assert sent(state.policies_checked(third.commands[0], allowed({"broadcast": True}), None))[0].ref == "4"
+
+
+def test_a_refreshed_token_asks_the_policies_again_and_a_lost_read_shuts_the_channel_down(
+        state: ChannelState, ada: Client) -> None:
+    private_join(state, ada, {"broadcast": True, "presence": True})
+    channel = ada.channels[LECTURE]
+    out = state.receive(ada, Message(LECTURE, "access_token", {"access_token": token("tess")}), NOW)
+    (check,) = out.commands
+    assert (check.purpose, check.claims["sub"]) == ("refresh", "tess")
+    assert state.policies_checked(check, allowed({"broadcast": True, "presence": True}), None) == Output()
+
+    channel.write = {"broadcast": True}
+    kept = state.receive(ada, Message(LECTURE, "access_token", {"access_token": token("sam")}), NOW)
+    state.policies_checked(kept.commands[0], allowed({"broadcast": True, "presence": True}), None)
+    assert channel.open and channel.write == {}  # writes are asked again at the next broadcast or track
+
+    lost_one = state.receive(ada, Message(LECTURE, "access_token", {"access_token": token("olive")}), NOW)
+    out = state.policies_checked(lost_one.commands[0], allowed({"broadcast": False, "presence": True}), None)
+    assert [(m.event, m.payload.get("message")) for m in sent(out)] == [
+        ("system", f"You no longer have permission to read from this Channel topic: session:{SESSION}:lecture"),
+        ("phx_close", None)]
+
+    private_join(state, ada, {"broadcast": True})
+    lost_all = state.receive(ada, Message(LECTURE, "access_token", {"access_token": token("olive")}), NOW)
+    out = state.policies_checked(lost_all.commands[0], allowed({"broadcast": False}), None)
+    assert sent(out)[0].payload == {"extension": "system", "status": "error", "channel": f"session:{SESSION}:lecture",
+                                    "message": f"You do not have permissions to read from this Channel topic: "
+                                               f"session:{SESSION}:lecture"}
+
+
+def test_a_private_broadcast_waits_for_the_write_check_once_and_is_dropped_silently_if_refused(
+        state: ChannelState) -> None:
+    ada, sam = state.connect(token("ada"), "1.0.0"), state.connect(token("sam"), "2.0.0")
+    ack = {"config": {"private": True, "broadcast": {"ack": True}}}
+    private_join(state, ada, {"broadcast": True}, ack)
+    private_join(state, sam, {"broadcast": True}, ack)
+    wave = {"type": "broadcast", "event": "wave", "payload": {}}
+    first = state.receive(sam, Message(LECTURE, "broadcast", wave, "2", "1"), NOW)
+    second = state.receive(sam, Message(LECTURE, "broadcast", wave, "3", "1"), NOW)
+    (check,) = first.commands
+    assert (check.purpose, check.write) == ("write", ("broadcast", "presence")) and second == Output()
+    refused = state.policies_checked(check, allowed(write={"broadcast": False, "presence": False}), None)
+    assert refused == Output()  # neither delivered nor answered, even with `ack`
+    assert state.receive(sam, Message(LECTURE, "broadcast", wave, "4", "1"), NOW) == Output()  # cached
+
+    allowed_out = state.receive(ada, Message(LECTURE, "broadcast", wave, "2", "1"), NOW)
+    sent_out = state.policies_checked(allowed_out.commands[0], allowed(write={"broadcast": True}), None)
+    assert sent_out.messages == [(sam, Message(LECTURE, "broadcast", wave)),
+                                 (ada, Message(LECTURE, "phx_reply", {"status": "ok", "response": {}}, "2", "1"))]
+
+
+def test_presence_diffs_reach_those_who_may_read_presence_and_a_refused_track_is_an_error(
+        state: ChannelState) -> None:
+    ada, sam, tess = (state.connect(token(who), "1.0.0") for who in ("ada", "sam", "tess"))
+    private_join(state, ada, {"broadcast": True, "presence": True})
+    private_join(state, sam, {"broadcast": False, "presence": True})
+    private_join(state, tess, {"broadcast": True, "presence": False})
+    track = Message(LECTURE, "presence", {"type": "presence", "event": "track", "payload": {"name": "Sam"}}, "2", "1")
+    asked = state.receive(sam, track, NOW)
+    (check,) = asked.commands
+    out = state.policies_checked(check, allowed(write={"broadcast": False, "presence": True}), None)
+    diffs = [(to, m) for to, m in out.messages if m.event == "presence_diff"]
+    assert sorted(to.token for to, _ in diffs) == sorted([ada.token, sam.token])  # not Tess: no presence read
+    (meta,) = diffs[0][1].payload["joins"][sam.channels[LECTURE].presence_key]["metas"]
+    assert meta["name"] == "Sam" and (sam, reply_ok(track)) in out.messages
+
+    tess_track = state.receive(tess, Message(LECTURE, "presence", track.payload, "2", "1"), NOW)
+    refused = state.policies_checked(tess_track.commands[0], allowed({"presence": False}, {"presence": False}), None)
+    assert refused.messages == [(tess, Message(LECTURE, "phx_reply", {"status": "error", "response": {}}, "2", "1"))]
+
+    left = state.receive(sam, Message(LECTURE, "phx_leave", {}, "3", "1"), NOW)
+    assert [(to, m.payload["leaves"]) for to, m in left.messages if m.event == "presence_diff"] == [
+        (ada, {sam_key(meta, diffs): {"metas": [meta]}})]
+
+
+def reply_ok(message: Message) -> Message:
+    return Message(message.topic, "phx_reply", {"status": "ok", "response": {}}, message.ref, message.join_ref)
+
+
+def sam_key(meta: dict[str, Any], diffs: list[tuple[Client, Message]]) -> str:
+    return next(key for key, value in diffs[0][1].payload["joins"].items() if value["metas"] == [meta])
+
+
+def test_the_presence_key_is_the_config_s_or_made_up(state: ChannelState, ada: Client) -> None:
+    keyed = joined(state, ada, "realtime:a", {"config": {"presence": {"key": "ada", "enabled": "true"}}})
+    made_up = joined(state, ada, "realtime:b", {"config": {"presence": {"key": ""}}})
+    assert (keyed.presence_key, keyed.presence_enabled, made_up.presence_enabled) == ("ada", True, False)
+    assert uuid.UUID(made_up.presence_key).version == 1  # Supabase's default: a UUID v1
+
+
+def test_replication_ready_is_said_after_the_join(state: ChannelState, ada: Client) -> None:
+    out = state.receive(ada, join("realtime:a", "1", {"config": {"broadcast": {"replication_ready": True}}}), NOW)
+    assert [(m.event, m.payload.get("message")) for m in sent(out)] == [
+        ("phx_reply", None), ("system", "Replication connection established")]
+
+
+def test_a_database_broadcast_reaches_the_topic_s_channels_of_its_privacy_that_may_read_broadcasts() -> None:
+    state = ChannelState(SECRET)
+    ada, sam, olive = (state.connect(token(who), vsn) for who, vsn in (("ada", "2.0.0"), ("sam", "1.0.0"),
+                                                                       ("olive", "1.0.0")))
+    private_join(state, ada, {"broadcast": True})
+    private_join(state, sam, {"broadcast": False, "presence": True})
+    public = joined(state, olive, LECTURE)
+    private_row = Broadcast("m1", f"session:{SESSION}:lecture", "INSERT", True, {"record": {"n": 1}, "id": "p1"})
+    public_row = Broadcast("m2", f"session:{SESSION}:lecture", "wave", False, {"n": 2})
+    elsewhere = Broadcast("m3", "session:other:lecture", "INSERT", True, {})
+    reached = list(state.database_broadcasts([private_row, public_row, elsewhere]))
+    assert reached == [(ada.channels[LECTURE], private_row), (public, public_row)]
+    frames = list(broadcast_frames(iter(reached)))
+    assert frames[0] == (ada, f'[null,null,"{LECTURE}","broadcast",{{"event":"INSERT","payload":{{"record":{{"n":1}},'
+                              f'"id":"p1"}},"type":"broadcast","meta":{{"id":"m1"}}}}]')
+    assert json.loads(frames[1][1]) == {"topic": LECTURE, "event": "broadcast", "ref": None, "payload": {
+        "event": "wave", "payload": {"n": 2}, "type": "broadcast", "meta": {"id": "m2"}}}

@@ -69,6 +69,23 @@ def test_a_malformed_frame_is_a_bad_frame_saying_why(frame: str | bytes, vsn: st
     assert str(raised.value) == why
 
 
+def user_broadcast_push(join_ref: str, ref: str, topic: str, event: str, payload: bytes, encoding: int = 1) -> bytes:
+    """A binary frame as realtime-js writes a broadcast under 2.0.0 (kind 3)."""
+    fields = [field.encode() for field in (join_ref, ref, topic, event, "")]
+    return bytes([3, *map(len, fields), encoding]) + b"".join(fields) + payload
+
+
+def test_realtime_js_s_binary_broadcast_is_read_as_the_broadcast_it_stands_for() -> None:
+    frame = user_broadcast_push("1", "2", "realtime:room", "wave", b'{"n": 1}')
+    assert protocol.decode(frame, "2.0.0") == Message("realtime:room", "broadcast", {
+        "type": "broadcast", "event": "wave", "payload": {"n": 1}}, "2", "1")
+    assert protocol.decode(user_broadcast_push("", "", "realtime:room", "wave", b"{}"), "2.0.0").ref is None
+    for bad in (user_broadcast_push("1", "2", "t", "e", b"\x00\x01", encoding=0), b"\x03\x05", b"\x04abc",
+                user_broadcast_push("1", "2", "t", "e", b"NaN")):
+        with pytest.raises(BadFrame):
+            protocol.decode(bad, "2.0.0")
+
+
 def test_a_change_written_once_is_the_frame_the_serializer_writes() -> None:
     event = {"schema": "public", "table": "t", "type": "INSERT", "commit_timestamp": "2026-12-05T10:00:00.123Z",
              "columns": [{"name": "id", "type": "uuid"}], "errors": None,

@@ -1,4 +1,5 @@
-"""Realtime: Supabase Realtime's `postgres_changes`, run locally against real RLS.
+"""Realtime: Supabase Realtime's `postgres_changes`, run locally against real RLS; and, at the gateway, its private
+channels, Broadcast from Database and Presence.
 
 A change travels through stages, each in modules of this package. `Realtime` (client.py), the realtime client,
 ties the first five together (`listen` and `render_event` there are what the command line calls); the gateway
@@ -37,11 +38,17 @@ carries what they deliver to Supabase's own clients.
   - tokens.py: JWTs signed and checked as Supabase signs and checks them (`check_token`);
   - protocol.py: the frames, in both of Supabase's serializers;
   - channel_state.py: the channels as a state machine without I/O: messages, the database worker's answers and
-    expiries in; messages, database commands and timers out;
+    expiries in; messages, database commands and timers out (its data in channel_model.py, who is present in
+    presence.py);
+  - topic_policies.py: private channels (Realtime Authorization): what the RLS policies on `realtime.messages`
+    let a user read and write on a topic, asked with probe rows as Supabase asks them;
+  - broadcasts.py: Broadcast from Database: the rows committed to `realtime.messages`, read on the change feed's
+    slot beside the tables' changes (`Realtime.poll_routed`);
   - transport.py: each socket's receiving, rate, silence timer and queue of outgoing frames;
   - worker.py: the database worker, the thread that owns the gateway's one `Realtime`: every database call
     runs there as a command, between polls;
-  - fanout.py: each poll's deliveries as one frame per channel per change;
+  - fanout.py: each poll's deliveries as one frame per channel per change, and its broadcasts as Supabase's
+    broadcast frames;
   - channels.py: websocket_channels kept equal to the connected clients.
 
 What reaches whom follows Supabase Realtime's delivery SQL (`realtime.apply_rls`), and a side-by-side run of the

@@ -4,7 +4,9 @@
   `x-api-key` header), read once; the answer is the connection's token and serializer, or a refusal that becomes
   HTTP 401 (404 for a path) with `{"error": ...}`, as from Supabase.
 - `join_request`: a `phx_join` message as a typed `JoinRequest` (its `postgres_changes` entries and their ids,
-  its broadcast settings, its token), or a `Refusal` with Supabase's reason for a topic it does not route. What
+  `private`, its broadcast and presence settings, its token), or a `Refusal` with Supabase's reason for a topic it
+  does not route. Flags take booleans or the strings "true" / "false" (Supabase's FlexibleBoolean); anything else
+  counts as absent, as Supabase applies the defaults to a payload it cannot read. What
   depends on the socket's other channels or on the token's validity is the channel state's to decide
   (channel_state.py), as Supabase's channel process does after `join.ex` and `config.ex` have read the payload.
 """
@@ -54,13 +56,20 @@ class JoinRequest:
     entries: list[Any]  # config.postgres_changes as sent
     ids: list[int]  # entry i's id
     access_token: str | None  # the payload's own token, if any; else the connect token applies
+    private: bool
     broadcast_self: bool
     broadcast_ack: bool
+    presence_enabled: bool
+    presence_key: str | None  # None: the server makes one up (Supabase: a UUID v1)
+    replication_ready: bool  # broadcast.replication_ready: say when broadcasts from the database flow
 
     def reply_entries(self) -> list[Any]:
-        """The join reply's `postgres_changes`: each entry with its id, as Supabase answers."""
-        return [{**entry, "id": id} if isinstance(entry, dict) else entry
-                for entry, id in zip(self.entries, self.ids, strict=True)]
+        return reply_entries(self.entries, self.ids)
+
+
+def reply_entries(entries: list[Any], ids: list[int]) -> list[Any]:
+    """The join reply's `postgres_changes`: each entry with its id, as Supabase answers."""
+    return [{**entry, "id": id} if isinstance(entry, dict) else entry for entry, id in zip(entries, ids, strict=True)]
 
 
 def check_connect(target: str, headers: Mapping[str, str], jwt_secret: str) -> Connect | ConnectRefusal:
@@ -87,12 +96,14 @@ def join_request(message: Message) -> JoinRequest | Refusal:
         return Refusal("TopicNameRequired: You must provide a topic name")
     payload = _object(message.payload)
     config = _object(payload.get("config"))
-    broadcast = _object(config.get("broadcast"))
+    broadcast, presence = _object(config.get("broadcast")), _object(config.get("presence"))
     entries = config.get("postgres_changes") or []
     entries = entries if isinstance(entries, list) else []
     return JoinRequest(message.topic, message.join_ref, entries, [entry_id(e) for e in entries],
                        own_token(payload.get("access_token") or payload.get("user_token")),
-                       bool(broadcast.get("self")), bool(broadcast.get("ack")))
+                       _flag(config.get("private")),
+                       _flag(broadcast.get("self")), _flag(broadcast.get("ack")), _flag(presence.get("enabled")),
+                       _presence_key(presence.get("key")), _flag(broadcast.get("replication_ready")))
 
 
 def refreshed_token(message: Message) -> str | None:
@@ -108,6 +119,18 @@ def own_token(value: Any) -> str | None:
 def entry_id(entry: Any) -> int:
     """A `postgres_changes` entry's id: stable for the same entry, non-zero (both clients test truthiness)."""
     return zlib.crc32(json.dumps(entry, sort_keys=True, default=str).encode()) % 2_147_483_647 + 1
+
+
+def _flag(value: Any) -> bool:
+    """A boolean as Supabase's FlexibleBoolean reads it: true, or the string "true"."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _presence_key(value: Any) -> str | None:
+    """The key a channel's presence is tracked under; none (or "") leaves it to the server."""
+    if value is None or value == "" or isinstance(value, (dict, list)):
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _object(value: Any) -> dict[str, Any]:

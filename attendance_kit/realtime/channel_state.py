@@ -1,110 +1,49 @@
 """The gateway's channels as a state machine without I/O: what each message, database result and timer does.
 
-Every input is a method call and every effect is returned in an `Output`: the messages to send (to which client:
-a broadcast goes to other sockets), the commands for the database worker (`Subscribe`, `Unsubscribe`, `CountIn`,
-`CountOut`) and the channels' expiry timers to set or cancel. Time comes in as `now` (seconds since 1970), so the
-whole protocol is tested with no network, no thread and no clock (tests/test_channel_state.py); gateway.py does the
-sending, the waiting and the timing.
+Every input is a method call and every effect is returned in an `Output` (channel_model.py, with the clients,
+channels and commands): the messages to send (to which client: a broadcast goes to other sockets), the commands for
+the database worker and the channels' expiry timers to set or cancel. Time comes in as `now` (seconds since 1970),
+so the whole protocol is tested with no network, no thread and no clock (tests/test_channel_state.py); gateway.py
+does the sending, the waiting and the timing.
 
 The inputs:
 - `connect` / `disconnect`: a socket came (with its connect token, already checked) or went.
 - `receive`: a decoded message: `heartbeat`, `phx_join`, `phx_leave`, `access_token` (a refreshed token),
-  `broadcast`. A message for a topic the socket has not joined is answered `unmatched topic`.
+  `broadcast`, `presence` (track, untrack). A message for a topic the socket has not joined is answered
+  `unmatched topic`.
 - `subscription_done`: the database worker's answer to a `Subscribe`: done, or refused (with Supabase's reason)
   or failed (with what went wrong).
+- `policies_checked`: its answer to a `CheckPolicies` (a private channel's RLS policies, Realtime Authorization):
+  at the join, the channel joins if it may read broadcasts or presence, else is refused with Supabase's reason; at
+  a refreshed token, a channel that may no longer read is shut down; the write check, asked at the first broadcast
+  or track and then kept, lets them through, or drops a broadcast silently and refuses a track, as Supabase does.
+- `database_broadcasts`: Broadcast from Database, the channels each committed message reaches.
 - `expire`: a channel's token has expired.
 - `flooded`: the socket sent more than Supabase's rate.
+
+Who is present is presence.py's; here, who may see it: a public channel, or a private one that may read presence.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
 from ..errors import one_line
-from . import channels
-from .admission import JoinRequest, Refusal, join_request, refreshed_token
+from . import channels, presence
+from .admission import Refusal, join_request, refreshed_token, reply_entries
+from .broadcasts import Broadcast
+from .channel_model import Channel, CheckPolicies, Client, Command, CountIn, CountOut, Output, Subscribe, Unsubscribe
+from .presence import Presence
 from .protocol import Message, reply
 from .tokens import TokenRefused, check_token
+from .topic_policies import Allowed
+
+__all__ = ["Channel", "ChannelState", "CheckPolicies", "Client", "Command", "CountIn", "CountOut", "Output",
+           "Subscribe", "Unsubscribe"]
 
 MAX_CHANNELS_PER_SOCKET = 100  # Supabase's max_channels_per_client
-
-
-@dataclass(eq=False)
-class Client:
-    """One socket's side of the state: its connect token, its serializer, its joined channels by topic."""
-
-    token: str
-    vsn: str
-    channels: dict[str, Channel] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Channel:
-    """A joined topic: its `postgres_changes` entries and their ids, its token, claims and broadcast settings."""
-
-    topic: str
-    join_ref: str | None
-    client: Client
-    entries: list[Any]
-    ids: list[int]
-    token: str
-    claims: dict[str, Any]
-    broadcast_self: bool
-    broadcast_ack: bool
-    open: bool = True
-
-    @property
-    def expires_at(self) -> float:
-        return float(self.claims["exp"])
-
-
-# The database worker's commands, in the order they must run.
-
-@dataclass(frozen=True)
-class Subscribe:
-    """The channel's subscriber for these claims, in place of any it had; `first` on the join."""
-
-    channel: Channel
-    claims: dict[str, Any]
-    entries: list[Any]
-    first: bool
-
-
-@dataclass(frozen=True)
-class Unsubscribe:
-    channel: Channel
-
-
-@dataclass(frozen=True)
-class CountIn:
-    """Count the channel's client in websocket_channels (the topic names a session's channel: channels.py)."""
-
-    channel: Channel
-    session: uuid.UUID
-    name: str
-
-
-@dataclass(frozen=True)
-class CountOut:
-    channel: Channel
-    session: uuid.UUID
-    name: str
-
-
-Command = Subscribe | Unsubscribe | CountIn | CountOut
-
-
-@dataclass
-class Output:
-    """What one input did, each list in order: messages to send (each to its client), commands for the database
-    worker, and channels' expiry timers to set (at, in seconds since 1970) or to cancel (None)."""
-
-    messages: list[tuple[Client, Message]] = field(default_factory=list)
-    commands: list[Command] = field(default_factory=list)
-    expiries: list[tuple[Channel, float | None]] = field(default_factory=list)
 
 
 class ChannelState:
@@ -114,6 +53,7 @@ class ChannelState:
         self.jwt_secret = jwt_secret
         self.max_channels = max_channels
         self.topics: dict[str, set[Channel]] = defaultdict(set)
+        self.presence = Presence()
 
     def connect(self, token: str, vsn: str) -> Client:
         return Client(token, vsn)
@@ -123,6 +63,9 @@ class ChannelState:
         out = Output()
         for channel in list(client.channels.values()):
             self._remove(channel, out)
+        for channel in client.joining.values():
+            channel.open = False
+        client.joining.clear()
         return out
 
     def receive(self, client: Client, message: Message, now: float) -> Output:
@@ -138,6 +81,8 @@ class ChannelState:
         if channel is None:
             status, response = ("ok", {}) if message.event == "phx_leave" else ("error", {"reason": "unmatched topic"})
             out.messages.append((client, reply(message, status, response)))
+            if message.event == "phx_leave" and message.topic in client.joining:
+                client.joining.pop(message.topic).open = False
         elif message.event == "phx_leave":
             out.messages.append((client, reply(message, "ok", {})))
             self._close(channel, out)
@@ -145,6 +90,8 @@ class ChannelState:
             self._refresh(channel, message, now, out)
         elif message.event == "broadcast":
             self._broadcast(channel, message, out)
+        elif message.event == "presence":
+            self._presence(channel, message, now, out)
         return out
 
     def subscription_done(self, command: Subscribe, error: Exception | None) -> Output:
@@ -158,6 +105,35 @@ class ChannelState:
         elif command.first:
             self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL", out)
         return out
+
+    def policies_checked(self, command: CheckPolicies, allowed: Allowed | None, error: Exception | None) -> Output:
+        """What the policies allow (`allowed`), or that asking failed (`error`: a policy raised; no permission)."""
+        out = Output()
+        channel = command.channel
+        read = {} if allowed is None else allowed.read
+        if command.purpose == "join":
+            if channel.client.joining.get(channel.topic) is channel:  # not left or replaced meanwhile
+                del channel.client.joining[channel.topic]
+                self._joined_privately(channel, read, out)
+        elif not channel.open:
+            pass
+        elif command.purpose == "refresh":
+            self._reread(channel, read, out)
+        else:
+            channel.write = {e: False for e in command.write} if allowed is None else dict(allowed.write)
+            channel.read.update(read)
+            waiting, channel.waiting = channel.waiting, []
+            for message in waiting:
+                (self._broadcast if message.event == "broadcast" else self._track)(channel, message, out)
+        return out
+
+    def database_broadcasts(self, broadcasts: list[Broadcast]) -> Iterator[tuple[Channel, Broadcast]]:
+        """Each committed message with each channel it reaches: joined to its topic, of its privacy, and (private)
+        allowed to read broadcasts when it joined or last refreshed its token. In commit order per channel."""
+        for broadcast in broadcasts:
+            for channel in self.topics.get(f"realtime:{broadcast.topic}", ()):
+                if channel.private == broadcast.private and channel.may_read("broadcast"):
+                    yield channel, broadcast
 
     def expire(self, channel: Channel, now: float) -> Output:
         out = Output()
@@ -181,7 +157,9 @@ class ChannelState:
             return
         if request.topic in client.channels:  # joining again replaces the channel
             self._close(client.channels[request.topic], out)
-        if len(client.channels) >= self.max_channels:
+        if request.topic in client.joining:
+            client.joining.pop(request.topic).open = False
+        if len(client.channels) + len(client.joining) >= self.max_channels:
             out.messages.append((client, reply(message, "error", {
                 "reason": "ChannelRateLimitReached: Too many channels"})))
             return
@@ -191,21 +169,43 @@ class ChannelState:
         except TokenRefused as refused:
             out.messages.append((client, reply(message, "error", {"reason": refused.reason})))
             return
-        channel = self._open(client, request, token, claims)
-        out.messages.append((client, reply(message, "ok", {"postgres_changes": request.reply_entries()})))
+        channel = Channel(request.topic, request.join_ref, client, request.entries, request.ids, token, claims,
+                          request.broadcast_self, request.broadcast_ack, request.private, request.presence_enabled,
+                          request.presence_key or str(uuid.uuid1()), request.replication_ready, join=message)
+        if not channel.private:
+            self._open(channel, out)
+            return
+        client.joining[channel.topic] = channel  # joined once its policies let it read
+        out.commands.append(CheckPolicies(channel, claims, "join", read=channel.reads))
+
+    def _joined_privately(self, channel: Channel, read: dict[str, bool], out: Output) -> None:
+        """Supabase's rule: a private channel joins if its user may read broadcasts or presence there."""
+        if any(read.values()):
+            channel.read = dict(read)
+            self._open(channel, out)
+            return
+        channel.open = False
+        reason = f"Unauthorized: You do not have permissions to read from this Channel topic: {channel.sub_topic}"
+        out.messages.append((channel.client, reply(channel.join, "error", {"reason": reason})))
+
+    def _open(self, channel: Channel, out: Output) -> None:
+        """The join answered ok: the channel counts, subscribes, times out; with presence, its state follows."""
+        channel.client.channels[channel.topic] = channel
+        self.topics[channel.topic].add(channel)
+        out.messages.append((channel.client, reply(channel.join, "ok", {
+            "postgres_changes": reply_entries(channel.entries, channel.ids)})))
+        channel.join = None
         out.expiries.append((channel, channel.expires_at))
         session_channel = channels.session_channel(channel.topic)
         if session_channel is not None:
             out.commands.append(CountIn(channel, *session_channel))
         if channel.entries:
-            out.commands.append(Subscribe(channel, claims, channel.entries, first=True))
-
-    def _open(self, client: Client, request: JoinRequest, token: str, claims: dict[str, Any]) -> Channel:
-        channel = Channel(request.topic, request.join_ref, client, request.entries, request.ids, token, claims,
-                          request.broadcast_self, request.broadcast_ack)
-        client.channels[channel.topic] = channel
-        self.topics[channel.topic].add(channel)
-        return channel
+            out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
+        if channel.presence_enabled and channel.may_read("presence"):
+            out.messages.append((channel.client, Message(channel.topic, "presence_state",
+                                                         self.presence.state(channel.space), None, channel.join_ref)))
+        if channel.replication_ready:  # the change feed's slot streams before any client joins
+            self._system(channel, "system", "ok", "Replication connection established", out)
 
     def _refresh(self, channel: Channel, message: Message, now: float, out: Output) -> None:
         """A new token for the channel: later deliveries use its claims; an invalid one ends the channel."""
@@ -221,14 +221,80 @@ class ChannelState:
         out.expiries.append((channel, channel.expires_at))
         if channel.entries:
             out.commands.append(Subscribe(channel, claims, channel.entries, first=False))
+        if channel.private:  # Supabase asks the policies again at each new token (never per message)
+            out.commands.append(CheckPolicies(channel, claims, "refresh", read=channel.reads))
+
+    def _reread(self, channel: Channel, read: dict[str, bool], out: Output) -> None:
+        """A refreshed token's reads: none, or one lost, shuts the channel down (Supabase's two messages); the
+        writes are asked again at the next broadcast or track."""
+        if not any(read.values()):
+            self._shut_down(channel, f"You do not have permissions to read from this Channel topic: "
+                                     f"{channel.sub_topic}", out)
+        elif any(allowed and not read.get(extension) for extension, allowed in channel.read.items()):
+            self._shut_down(channel, f"You no longer have permission to read from this Channel topic: "
+                                     f"{channel.sub_topic}", out)
+        else:
+            channel.read, channel.write = dict(read), {}
+
+    def _writes_checked(self, channel: Channel, extension: str, message: Message, out: Output) -> bool:
+        """Whether the channel's policies are known to let it write `extension`: public channels always; else
+        the message waits for the check (asked once, for both extensions, as Supabase)."""
+        if not channel.private or extension in channel.write:
+            return True
+        if not channel.waiting:
+            reads = ("presence",) if extension == "presence" and "presence" not in channel.read else ()
+            out.commands.append(CheckPolicies(channel, channel.claims, "write", read=reads,
+                                              write=("broadcast", "presence")))
+        channel.waiting.append(message)
+        return False
 
     def _broadcast(self, channel: Channel, message: Message, out: Output) -> None:
-        """To every channel joined to the topic (the sender's too with `self`); `ack` answers the sender."""
+        """To every channel of the topic and its privacy (the sender's too with `self`) that may read broadcasts;
+        `ack` answers the sender. Refused by the write policy: dropped without a word, as Supabase does."""
+        if not self._writes_checked(channel, "broadcast", message, out):
+            return
+        if channel.private and not channel.write.get("broadcast"):
+            return
         for other in self.topics.get(channel.topic, ()):
-            if other is not channel or channel.broadcast_self:
+            if (other is not channel or channel.broadcast_self) and other.private == channel.private and (
+                    other.may_read("broadcast")):
                 out.messages.append((other.client, Message(channel.topic, "broadcast", message.payload)))
         if channel.broadcast_ack:
             out.messages.append((channel.client, reply(message, "ok", {})))
+
+    def _presence(self, channel: Channel, message: Message, now: float, out: Output) -> None:
+        """`track` / `untrack`, within Supabase's limits (presence.py reads the message)."""
+        request = presence.read_request(message.payload, channel.presence_calls, now)
+        if request.shut_down is not None:
+            self._shut_down(channel, request.shut_down, out)
+        elif request.action == "track":
+            channel.presence_enabled = True  # a track turns presence on, as in Supabase
+            if self._writes_checked(channel, "presence", message, out):
+                self._track(channel, message, out)
+        else:
+            if request.action == "untrack":
+                self._untrack(channel, out)
+            out.messages.append((channel.client, reply(message, request.reply, request.response or {})))
+
+    def _track(self, channel: Channel, message: Message, out: Output) -> None:
+        """Tracked, with a diff to those who may see it; or refused by the write policy (an error reply)."""
+        if channel.private and not channel.write.get("presence"):
+            out.messages.append((channel.client, reply(message, "error", {})))
+            return
+        diff = self.presence.track(channel.space, channel, channel.presence_key, message.payload["payload"])
+        out.messages.append((channel.client, reply(message, "ok", {})))
+        self._send_diff(channel, diff, out)
+
+    def _untrack(self, channel: Channel, out: Output) -> None:
+        self._send_diff(channel, self.presence.untrack(channel.space, channel), out)
+
+    def _send_diff(self, channel: Channel, diff: presence.Diff | None, out: Output) -> None:
+        """`presence_diff` to the topic's channels of the same privacy that use presence and may read it."""
+        if diff is None:
+            return
+        for other in self.topics.get(channel.topic, ()):
+            if other.private == channel.private and other.presence_enabled and other.may_read("presence"):
+                out.messages.append((other.client, Message(channel.topic, "presence_diff", diff)))
 
     def _shut_down(self, channel: Channel, reason: str, out: Output) -> None:
         """Supabase's channel shutdown: a system error, then phx_close."""
@@ -249,6 +315,7 @@ class ChannelState:
         if channel.client.channels.get(channel.topic) is channel:
             del channel.client.channels[channel.topic]
         self.topics[channel.topic].discard(channel)
+        self._untrack(channel, out)  # its presence leaves, seen by the others
         if not self.topics[channel.topic]:
             del self.topics[channel.topic]
         if channel.entries:
@@ -260,4 +327,4 @@ class ChannelState:
     def _system(self, channel: Channel, extension: str, status: str, text: str, out: Output) -> None:
         out.messages.append((channel.client, Message(channel.topic, "system", {
             "extension": extension, "status": status, "message": text,
-            "channel": channel.topic.removeprefix("realtime:")}, None, channel.join_ref)))
+            "channel": channel.sub_topic}, None, channel.join_ref)))

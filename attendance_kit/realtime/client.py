@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..connection import connect
+from .broadcasts import Broadcast, broadcast_of, is_message
 from .delivery import SUBSCRIBERS_PER_LANE, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
 from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, new_subscriber
@@ -26,15 +27,17 @@ class Realtime:
     """
 
     def __init__(self, database_url: str | None = None, publication: str = PUBLICATION, *,
-                 poll_interval: float = POLL_INTERVAL, max_messages: int = MAX_MESSAGES_PER_POLL,
-                 lanes: int = 2, subscribers_per_lane: int = SUBSCRIBERS_PER_LANE) -> None:
-        """`lanes`: connections authorising in parallel, one per `subscribers_per_lane` subscribers (`conn` is
-        the first; the others open when needed).
+                 broadcasts: str | None = None, poll_interval: float = POLL_INTERVAL,
+                 max_messages: int = MAX_MESSAGES_PER_POLL, lanes: int = 2,
+                 subscribers_per_lane: int = SUBSCRIBERS_PER_LANE) -> None:
+        """`broadcasts`: realtime.messages' publication, read on the same slot (`poll_routed`). `lanes`:
+        connections authorising in parallel, one per `subscribers_per_lane` subscribers (`conn` is the first; the
+        others open when needed).
 
         The slot's connection runs nothing but the slot's reads: PostgreSQL drops a connection's temporary slots
         at any error on it, so whatever may fail (a subscription's checks, a policy that raises as a subscriber, the
         gateway's bookkeeping) runs on `conn`, a connection of its own."""
-        self.feed = ChangeFeed(database_url, publication, max_messages=max_messages)
+        self.feed = ChangeFeed(database_url, publication, broadcasts=broadcasts, max_messages=max_messages)
         try:
             self.conn = connect(database_url)
         except BaseException:
@@ -76,11 +79,20 @@ class Realtime:
 
     def poll_delivered(self) -> dict[Subscriber, list[Delivered]]:
         """As `poll`, each event with the indexes of the subscriber's subscriptions it answers."""
+        return self.poll_routed()[0]
+
+    def poll_routed(self) -> tuple[dict[Subscriber, list[Delivered]], list[Broadcast]]:
+        """As `poll_delivered`, and apart, in commit order, the broadcasts committed to realtime.messages (rows
+        of its publication are messages for the gateway's channels, not postgres_changes)."""
         changes = self.feed.poll()
         self.last_poll_changes = len(changes)
+        messages = [change for change in changes if is_message(change.relation)]
+        if messages:
+            changes = [change for change in changes if not is_message(change.relation)]
+        broadcasts = [b for b in (broadcast_of(m, self.feed.values(m)[0]) for m in messages) if b is not None]
         if not changes or not self.subscribers:
-            return {}
-        return self._delivery.deliver(changes, self.subscribers)
+            return {}, broadcasts
+        return self._delivery.deliver(changes, self.subscribers), broadcasts
 
     def stream(self, seconds: float | None = None) -> Iterator[tuple[Subscriber, Event]]:
         """Poll as `next_poll_in` says, for `seconds` or until closed.

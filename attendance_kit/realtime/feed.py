@@ -32,8 +32,10 @@ class ChangeFeed:
     """A temporary pgoutput slot on the change feed's own connection, read by polling; closes with the connection."""
 
     def __init__(self, database_url: str | None = None, publication: str = PUBLICATION,
-                 *, max_messages: int = MAX_MESSAGES_PER_POLL) -> None:
+                 *, broadcasts: str | None = None, max_messages: int = MAX_MESSAGES_PER_POLL) -> None:
+        """`broadcasts`: realtime.messages' publication, read on the same slot (Broadcast from Database)."""
         self.publication = publication
+        self.publications = [publication] if broadcasts is None else [publication, broadcasts]
         self.max_messages = max_messages
         self.slot_name = f"kit_realtime_{secrets.token_hex(6)}"
         self.decoder = PgOutputDecoder()
@@ -49,9 +51,10 @@ class ChangeFeed:
         self._types = _Types(self.conn)
 
     def _check_publication(self) -> None:
-        if self.conn.execute("select from pg_publication where pubname = %s", [self.publication]).fetchone() is None:
-            raise KitError(f"no publication {self.publication!r} in this database: apply the migrations "
-                           "({command}) or name an existing publication", command="migrate")
+        for publication in self.publications:
+            if self.conn.execute("select from pg_publication where pubname = %s", [publication]).fetchone() is None:
+                raise KitError(f"no publication {publication!r} in this database: apply the migrations "
+                               "({command}) or name an existing publication", command="migrate")
 
     def _quiet_server_log(self) -> None:
         """Every decoding call logs two LOG lines with their statement: polled several times a second, an idle
@@ -77,7 +80,7 @@ class ChangeFeed:
             rows = self.conn.execute(
                 "select data from pg_logical_slot_get_binary_changes(%s, null, %s, "
                 "'proto_version', '1', 'publication_names', %s)",
-                [self.slot_name, self.max_messages, _quoted_name(self.publication)],
+                [self.slot_name, self.max_messages, ",".join(map(_quoted_name, self.publications))],
             ).fetchall()
         except psycopg.OperationalError as error:
             raise KitError(f"lost the change feed's connection (its slot is gone with it): {one_line(error)}"

@@ -9,8 +9,9 @@ and only wires the gateway's parts together:
 - protocol.py: the frames, in the socket's serializer;
 - channel_state.py: what each message, database result and expired token does, without I/O; its outputs are
   sent, submitted and timed here;
-- worker.py: the database worker, the thread that owns the one `Realtime` and runs every database call;
-- fanout.py: each poll's deliveries as frames.
+- worker.py: the database worker, the thread that owns the one `Realtime` and runs every database call (private
+  channels' policy checks among them: topic_policies.py);
+- fanout.py: each poll's deliveries, and its broadcasts from the database (broadcasts.py), as frames.
 
 A change feed that cannot go on stops the gateway (its error is `serve`'s) rather than leave it hanging.
 """
@@ -25,7 +26,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -35,8 +36,10 @@ from websockets.http11 import Request, Response
 from ..errors import KitError, one_line
 from . import protocol
 from .admission import Connect, check_connect
-from .channel_state import Channel, ChannelState, Client, Command, Output, Subscribe
-from .fanout import change_frames
+from .broadcasts import PUBLICATION as BROADCAST_PUBLICATION
+from .broadcasts import Broadcast
+from .channel_state import Channel, ChannelState, CheckPolicies, Client, Command, Output, Subscribe
+from .fanout import broadcast_frames, change_frames
 from .feed import POLL_INTERVAL
 from .protocol import BadFrame
 from .tokens import DEFAULT_JWT_SECRET
@@ -60,11 +63,13 @@ class Gateway:
 
     def __init__(self, database_url: str | None = None, *, host: str = "127.0.0.1", port: int = 4000,
                  jwt_secret: str = DEFAULT_JWT_SECRET, publication: str = PUBLICATION,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 broadcast_publication: str = BROADCAST_PUBLICATION, poll_interval: float = POLL_INTERVAL) -> None:
+        """`publication`: the tables' (postgres_changes); `broadcast_publication`: realtime.messages' (Broadcast
+        from Database), read on the same slot."""
         self.database_url = database_url
         self.host, self.port = host, port
         self.jwt_secret = jwt_secret
-        self.publication = publication
+        self.publication, self.broadcast_publication = publication, broadcast_publication
         self.poll_interval = poll_interval
         self.name = ""  # whose counts websocket_channels' bookkeeping holds: host:port, once listening
         self.state = ChannelState(jwt_secret)
@@ -90,8 +95,9 @@ class Gateway:
         """Run until cancelled or `stop()`; the worker starts first, so a bad database fails before listening."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._worker = DatabaseWorker(self.database_url, self.publication, self.poll_interval,
-                                      on_delivered=self._soon(self._deliver), on_done=self._soon(self._done),
+        self._worker = DatabaseWorker(self.database_url, self.publication, self.broadcast_publication,
+                                      self.poll_interval, on_delivered=self._soon(self._deliver),
+                                      on_broadcasts=self._soon(self._broadcast), on_done=self._soon(self._done),
                                       on_failure=self._soon(self._fail))
         self._worker.start()
         await asyncio.to_thread(self._worker.ready.wait)
@@ -222,14 +228,24 @@ class Gateway:
         return call_soon
 
     def _deliver(self, delivered: Delivery) -> None:
-        for client, frame in change_frames(delivered):
+        self._queue(change_frames(delivered))
+
+    def _broadcast(self, broadcasts: list[Broadcast]) -> None:
+        self._queue(broadcast_frames(self.state.database_broadcasts(broadcasts)))
+
+    def _queue(self, frames: Iterator[tuple[Client, str]]) -> None:
+        for client, frame in frames:
             transport = self._transports.get(client)
             if transport is not None:
                 transport.queue(frame)
 
-    def _done(self, command: Command | Reconcile, error: Exception | None) -> None:
+    def _done(self, command: Command | Reconcile, result: Any, error: Exception | None) -> None:
         if isinstance(command, Subscribe):
             self._apply(self.state.subscription_done(command, error))
+        elif isinstance(command, CheckPolicies):
+            if error is not None:  # a policy that raised: this user is refused, nobody else
+                log.warning("realtime gateway: RlsPolicyError on %s: %s", command.channel.sub_topic, one_line(error))
+            self._apply(self.state.policies_checked(command, result, error))
         elif isinstance(command, Reconcile):
             if error is not None:
                 self._reconciled.set_exception(error)

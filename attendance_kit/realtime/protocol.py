@@ -4,8 +4,11 @@
 `ref` (null for a push) and never `join_ref`. `vsn=2.0.0` (realtime-js's default): JSON arrays
 `[join_ref, ref, topic, event, payload]`, pushes carrying the join's `join_ref` except `postgres_changes` and
 broadcasts (`[null, null, ...]`). Values JSON cannot take (an event's UUIDs, times) are written as `to_jsonb`
-writes them. Refs are echoed exactly as received. Binary frames (realtime-js's broadcasts
-under 2.0.0) are not decoded: `BadFrame`, which the gateway ignores as Supabase does a malformed frame.
+writes them. Refs are echoed exactly as received. Under 2.0.0 realtime-js sends each broadcast as a binary frame
+("user broadcast push", kind 3: the lengths of its join_ref, ref, topic, event and metadata, the payload's encoding,
+then each of them and the payload); one with a JSON payload is read as the `broadcast` message it stands for. Other
+binary frames (a binary payload, which JSON frames cannot carry on) are `BadFrame`, which the gateway ignores as
+Supabase does a malformed frame. The kit writes every frame as JSON text, which realtime-js reads too.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def version(requested: str | None) -> str:
 
 def decode(frame: str | bytes, vsn: str) -> Message:
     if isinstance(frame, bytes):
-        raise BadFrame("binary frames are not decoded")
+        if vsn != "2.0.0":
+            raise BadFrame("binary frames are not decoded")
+        return _user_broadcast_push(frame)
     try:
         data = json.loads(frame, parse_constant=_not_json)
     except (ValueError, RecursionError):
@@ -69,10 +74,33 @@ def encode(message: Message, vsn: str) -> str:
 def change_frame(topic: str, ids: list[int], data: str, vsn: str) -> str:
     """A `postgres_changes` push, its `data` already JSON: a change is written once for all who receive it alike,
     not once per frame. The same text `encode` writes."""
-    payload = f'{{"ids":{wire_json(ids)},"data":{data}}}'
+    return push_frame(topic, "postgres_changes", f'{{"ids":{wire_json(ids)},"data":{data}}}', vsn)
+
+
+def push_frame(topic: str, event: str, payload: str, vsn: str) -> str:
+    """A push without refs (`postgres_changes`, a broadcast), its payload already JSON."""
     if vsn == "2.0.0":
-        return f'[null,null,{wire_json(topic)},"postgres_changes",{payload}]'
-    return f'{{"topic":{wire_json(topic)},"event":"postgres_changes","payload":{payload},"ref":null}}'
+        return f'[null,null,{wire_json(topic)},{wire_json(event)},{payload}]'
+    return f'{{"topic":{wire_json(topic)},"event":{wire_json(event)},"payload":{payload},"ref":null}}'
+
+
+def _user_broadcast_push(frame: bytes) -> Message:
+    """A kind-3 frame: realtime-js's broadcast under 2.0.0."""
+    if len(frame) < 7 or frame[0] != 3:
+        raise BadFrame("not a user broadcast push (binary kind 3)")
+    sizes, encoding, position, fields = frame[1:6], frame[6], 7, []
+    for size in sizes:
+        fields.append(frame[position:position + size])
+        position += size
+    if position > len(frame) or encoding != 1:
+        raise BadFrame("a user broadcast push too short, or with a binary payload")
+    try:
+        join_ref, ref, topic, event, _metadata = (field.decode() for field in fields)
+        payload = json.loads(frame[position:], parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadFrame("a user broadcast push that is not UTF-8 and JSON") from None
+    return Message(topic, "broadcast", {"type": "broadcast", "event": event, "payload": payload}, ref or None,
+                   join_ref or None)
 
 
 def _not_json(constant: str) -> None:

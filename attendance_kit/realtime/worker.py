@@ -1,12 +1,14 @@
 """The gateway's database worker: its one `Realtime`, on a thread of its own, and every database call it makes.
 
 Each call (subscribing a channel, re-subscribing it with refreshed claims, counting a client in or out of
-websocket_channels) is a command (channel_state.py's, and `Reconcile`), run in turn between polls, so all sockets
-share one connection (plus delivery's lanes). A channel's subscriber and whether it is counted are kept here and
-touched only here, so a command meets the state the commands before it left, whatever the sockets do meanwhile.
-It polls as `Realtime.stream` does (`Realtime.next_poll_in`), and hands each poll's deliveries on, per channel.
+websocket_channels, asking a private channel's policies: topic_policies.py) is a command (channel_state.py's, and
+`Reconcile`), run in turn between polls, so all sockets share one connection (plus delivery's lanes). A channel's
+subscriber and whether it is counted are kept here and touched only here, so a command meets the state the commands
+before it left, whatever the sockets do meanwhile. It polls as `Realtime.stream` does (`Realtime.next_poll_in`), and
+hands each poll's deliveries on, per channel, and the poll's broadcasts from the database (realtime.messages, read
+on the same slot), in commit order.
 
-It knows nothing of asyncio: what it has to say, it says through the three callables it is given (run on its own
+It knows nothing of asyncio: what it has to say, it says through the callables it is given (run on its own
 thread; gateway.py moves them onto the event loop). A poll that fails ends it, through `on_failure`.
 """
 
@@ -18,12 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from ..errors import KitError, one_line
-from . import channels
-from .channel_state import Channel, Command, CountIn, CountOut, Subscribe, Unsubscribe
+from . import channels, topic_policies
+from .broadcasts import Broadcast
+from .channel_state import Channel, CheckPolicies, Command, CountIn, CountOut, Subscribe, Unsubscribe
 from .client import Realtime
 from .subscriptions import Delivered, Subscriber
 
@@ -43,15 +47,18 @@ class Reconcile:
 class DatabaseWorker(threading.Thread):
     """Start it, wait for `ready` (then `error` says whether the database is usable), `submit` commands, `stop`."""
 
-    def __init__(self, database_url: str | None, publication: str, poll_interval: float, *,
-                 on_delivered: Callable[[Delivery], None],
-                 on_done: Callable[[Command | Reconcile, Exception | None], None],
+    def __init__(self, database_url: str | None, publication: str, broadcasts: str | None, poll_interval: float, *,
+                 on_delivered: Callable[[Delivery], None], on_broadcasts: Callable[[list[Broadcast]], None],
+                 on_done: Callable[[Command | Reconcile, Any, Exception | None], None],
                  on_failure: Callable[[Exception], None]) -> None:
+        """`on_done` gets each command's result (a policy check's `Allowed`; else None) or its error."""
         super().__init__(name="kit-realtime-database-worker", daemon=True)
         self.database_url, self.publication, self.poll_interval = database_url, publication, poll_interval
+        self.broadcasts = broadcasts
         self.ready = threading.Event()
         self.error: BaseException | None = None
-        self._on_delivered, self._on_done, self._on_failure = on_delivered, on_done, on_failure
+        self._on_delivered, self._on_broadcasts = on_delivered, on_broadcasts
+        self._on_done, self._on_failure = on_done, on_failure
         self._commands: queue.SimpleQueue[Command | Reconcile | None] = queue.SimpleQueue()  # None: stop
         self._gateway = ""  # whose counts websocket_channels' bookkeeping holds (`Reconcile` names it)
         self._subscriber_of: dict[Channel, Subscriber] = {}
@@ -68,7 +75,8 @@ class DatabaseWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            realtime = Realtime(self.database_url, self.publication, poll_interval=self.poll_interval)
+            realtime = Realtime(self.database_url, self.publication, broadcasts=self.broadcasts,
+                                poll_interval=self.poll_interval)
         except BaseException as error:  # the gateway's start reports it
             self.error = error
             self.ready.set()
@@ -88,10 +96,12 @@ class DatabaseWorker(threading.Thread):
         `next_poll_in` says); again, until told to stop."""
         while True:
             started = time.monotonic()
-            delivered = realtime.poll_delivered()
+            delivered, broadcasts = realtime.poll_routed()
             batch = [(self._channel_of[s], d) for s, d in delivered.items() if s in self._channel_of]
             if batch:
                 self._on_delivered(batch)
+            if broadcasts:
+                self._on_broadcasts(broadcasts)
             if not self._run_commands(realtime, wait=realtime.next_poll_in(started)):
                 return
 
@@ -107,15 +117,17 @@ class DatabaseWorker(threading.Thread):
             deadline = 0.0  # after the first, only what is queued already
             if command is None:
                 return False
+            result, error = None, None
             try:
-                self._run(realtime, command)
-                error = None
+                result = self._run(realtime, command)
             except Exception as failure:  # the command's outcome; it never ends the worker
                 error = failure
-            self._on_done(command, error)
+            self._on_done(command, result, error)
 
-    def _run(self, realtime: Realtime, command: Command | Reconcile) -> None:
+    def _run(self, realtime: Realtime, command: Command | Reconcile) -> Any:
         match command:
+            case CheckPolicies(channel=channel, claims=claims, read=read, write=write):
+                return topic_policies.check(realtime.conn, claims, channel.sub_topic, read=read, write=write)
             case Subscribe(channel=channel, claims=claims, entries=entries):
                 self._forget(realtime, channel)  # from the next poll on, the new subscriber in its place
                 subscriber = realtime.subscribe_channel(claims, entries)  # ChannelRefused: none
@@ -131,6 +143,7 @@ class DatabaseWorker(threading.Thread):
                     self._counted.discard(channel)
             case Reconcile(gateway=gateway):
                 self._reconcile(realtime, gateway)
+        return None
 
     def _forget(self, realtime: Realtime, channel: Channel) -> None:
         subscriber = self._subscriber_of.pop(channel, None)
@@ -154,4 +167,4 @@ class DatabaseWorker(threading.Thread):
             except queue.Empty:
                 return
             if command is not None:
-                self._on_done(command, KitError("the gateway is stopping"))
+                self._on_done(command, None, KitError("the gateway is stopping"))
