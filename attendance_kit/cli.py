@@ -19,7 +19,7 @@ from .bench import rls, startup, triggers
 from .connection import URL_VARIABLE, connect, redacted, require_logical_decoding
 from .errors import KitError, one_line
 from .paths import NOTEBOOKS_DIR
-from .realtime import tokens
+from .realtime import broadcasts, tokens
 from .server import KIT_CONF, Cluster
 
 
@@ -148,8 +148,9 @@ def realtime_serve(args: argparse.Namespace) -> None:
             anon, sam = (tokens.token_for(conn, who, args.jwt_secret, expires_in=args.expires_in)
                          for who in ("anon", demo.SAM.email))
         secret = "Supabase's local default" if args.jwt_secret == tokens.DEFAULT_JWT_SECRET else "--jwt-secret"
-        say(f"Realtime gateway at {gateway.url} (Supabase's clients add /websocket), publication "
-            f"{gateway.publication}; tokens signed with {secret} JWT secret {args.jwt_secret}")
+        say(f"Realtime gateway at {gateway.url} (Supabase's clients add /websocket), publications "
+            f"{gateway.publication} and {broadcasts.PUBLICATION}; tokens signed with {secret} JWT secret "
+            f"{args.jwt_secret}")
         say(f"anon token: {anon}")
         say(f"{demo.SAM.email} token: {sam}")
         say("other personas: `./kit realtime token --as EMAIL`; Ctrl-C stops the gateway")
