@@ -97,12 +97,15 @@ LINTS = [
           and p.pronamespace::regnamespace::text <> all (%(system_schemas)s)
           and p.pronamespace <> 'public'::regnamespace  -- reported above, with the API roles
     """),
+    # A published partition (publish_via_partition_root off, as Supabase Realtime's realtime.messages) is read
+    # through its partitioned table's policies: the root is judged.
     Lint("published_table_without_select_policy", """
-        select format('%%I.%%I', t.schemaname, t.tablename),
+        select distinct format('%%s.%%I', c.relnamespace::regnamespace, c.relname),
                'published, so realtime delivers it, but ' || case when not c.relrowsecurity
                    then 'row level security is off' else 'no SELECT policy decides who receives it' end
         from pg_publication_tables t
-        join pg_class c on c.oid = format('%%I.%%I', t.schemaname, t.tablename)::regclass
+        cross join lateral (select format('%%I.%%I', t.schemaname, t.tablename)::regclass as published) r
+        join pg_class c on c.oid = coalesce(pg_partition_root(r.published), r.published)
         where not c.relrowsecurity or not exists (
             select 1 from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*'))
     """),

@@ -32,9 +32,12 @@ revoke all on schema attendance_kit from public;
 """
 # One runner at a time per database: two concurrent `migrate` calls must not apply a file twice.
 LOCK_KEY = 4_736_001
-# Whole-text checksums that ledgers recorded (before the checksum ignored comments) for files whose comments
-# changed since, their SQL unchanged: the text of sql/ at commit 67cf4b8.
+# Whole-text checksums that ledgers recorded (before the checksum ignored comments) for earlier texts, accepted
+# because today's text does nothing more where the earlier one ran: the text of sql/ at commit 67cf4b8, since changed
+# in comments only (002-006), or in one statement that now skips what exists already (001: auth.users created only
+# where missing, as a Supabase project's `postgres` may not create in schema auth).
 EARLIER_CHECKSUMS = {
+    "001_supabase_auth_shim.sql": "ec35676c59dde47fe165f8f5d93ecdc8684d7c503b4f7199f70dc24bccc3adf8",
     "002_base_schema.sql": "3889782a14c23909f45a8e1e14c09651b27e2c1fb95ada92ea4b0e816162bc33",
     "003_tables_and_indexes.sql": "4e19670e7ea6aa33957b8225aa123c4d189d010b4c430511edd091775c9eedac",
     "004_security_policies.sql": "f08620896555f4b74dc38c1c7c1760e6e6869b2992cf89ce8c8628fcad7198e6",
@@ -47,7 +50,7 @@ EARLIER_CHECKSUMS = {
 class Migration:
     name: str
     sql: str
-    earlier_checksum: str | None = None  # the whole-text checksum of an earlier text, its SQL the same
+    earlier_checksum: str | None = None  # the whole-text checksum of an earlier text (EARLIER_CHECKSUMS)
 
     @property
     def checksum(self) -> str:
@@ -56,7 +59,7 @@ class Migration:
 
     def accepts(self, recorded: str) -> bool:
         """Whether a ledger's checksum is of this file's SQL: today's checksum, or the whole-text checksum that
-        ledgers recorded before, of this text or of an earlier one that differed in comments only."""
+        ledgers recorded before, of this text or of an earlier one that EARLIER_CHECKSUMS accepts."""
         whole_text = hashlib.sha256(self.sql.encode()).hexdigest()
         return recorded in (self.checksum, whole_text, self.earlier_checksum)
 

@@ -19,14 +19,22 @@ $$;
 
 create schema if not exists auth;
 
--- A minimal auth.users: just the columns the kit reads. Supabase's own table has many more.
-create table if not exists auth.users (
-    id uuid primary key,
-    email text unique,
-    raw_app_meta_data jsonb not null default '{}',
-    raw_user_meta_data jsonb not null default '{}',
-    created_at timestamptz not null default now()
-);
+-- A minimal auth.users: just the columns the kit reads. Supabase's own table has many more. Only where missing:
+-- on a Supabase project `postgres` may not create in schema auth, and CREATE TABLE IF NOT EXISTS checks that right
+-- before it looks whether the table exists.
+do $$
+begin
+    if to_regclass('auth.users') is null then
+        create table auth.users (
+            id uuid primary key,
+            email text unique,
+            raw_app_meta_data jsonb not null default '{}',
+            raw_user_meta_data jsonb not null default '{}',
+            created_at timestamptz not null default now()
+        );
+    end if;
+end
+$$;
 
 -- auth.uid(), auth.role(), auth.jwt() as Supabase defines them: claims come from the request.jwt.claims
 -- setting (or the older per-claim settings). After a transaction that set it locally ends, the setting

@@ -182,7 +182,7 @@ using (
     )
 );
 
-create policy "Teachers send on their sessions' topics, invited students track presence"
+create policy "Teachers send on their topics, invited students track"
 on realtime.messages for insert to authenticated
 with check (
     topic = (select realtime.topic())

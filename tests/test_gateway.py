@@ -365,7 +365,7 @@ def test_a_gateway_killed_and_started_again_takes_back_only_its_own_counts(
 JS_DIR = Path(__file__).parent / "js"
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir(),
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules" / ".installed").is_file(),
                     reason="needs Node.js and `npm install` in tests/js (./kit test does it where npm is)")
 def test_supabase_s_javascript_client_speaking_vsn_2_receives_the_same(conn: psycopg.Connection,
                                                                         gateway: Gateway) -> None:

@@ -179,7 +179,7 @@ def test_a_policy_that_raises_for_one_user_refuses_only_that_user(conn: psycopg.
     assert ada.broadcasts[0]["payload"]["record"]["student_id"] == SAM.id
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir(),
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules" / ".installed").is_file(),
                     reason="needs Node.js and `npm install` in tests/js (./kit test does it where npm is)")
 def test_supabase_s_javascript_client_on_a_private_lecture_topic(conn: psycopg.Connection, gateway: Gateway) -> None:
     """The issue's first "Done when", with realtime-js (`private: true`): Ada receives Sam's check-in broadcast from

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from attendance_kit import KitError, connect
 from attendance_kit.migrations import EARLIER_CHECKSUMS, Migration, applied_checksums, migrate, migrations_in
@@ -118,8 +121,14 @@ def test_an_old_style_ledger_row_is_accepted_while_the_sql_is_unchanged_and_rewr
                 migrate(conn, [Migration("001_first.sql", changed)])
 
 
+# The one file whose SQL changed since 67cf4b8, and how: auth.users created only where missing.
+GUARDED_SINCE = {"001_supabase_auth_shim.sql": ("create table if not exists auth.users (",
+                                                "if to_regclass('auth.users') is null then")}
+
+
 def test_the_kit_s_earlier_checksums_are_of_its_files_with_other_comments_and_the_same_sql() -> None:
-    """EARLIER_CHECKSUMS name the texts of sql/ at commit 67cf4b8: read from the repository's history."""
+    """EARLIER_CHECKSUMS name the texts of sql/ at commit 67cf4b8 (read from the repository's history): the same
+    SQL as today, but for 001, whose one change is a guard."""
     today = {m.name: m for m in migrations_in()}
     for name, checksum in EARLIER_CHECKSUMS.items():
         shown = subprocess.run(["git", "show", f"67cf4b8:sql/{name}"], cwd=SQL_DIR, capture_output=True, text=True)
@@ -127,4 +136,27 @@ def test_the_kit_s_earlier_checksums_are_of_its_files_with_other_comments_and_th
             pytest.skip(f"the repository's history lacks commit 67cf4b8 (a shallow clone?): {shown.stderr.strip()}")
         earlier = Migration(name, shown.stdout)
         assert whole_text_checksum(shown.stdout) == checksum and earlier.sql != today[name].sql
-        assert earlier.checksum == today[name].checksum and today[name].accepts(checksum)
+        assert today[name].accepts(checksum)
+        if name in GUARDED_SINCE:
+            before, after = GUARDED_SINCE[name]
+            assert before in earlier.sql and before not in today[name].sql and after in today[name].sql
+        else:
+            assert earlier.checksum == today[name].checksum
+
+
+def test_the_auth_shim_applies_where_the_migrating_role_may_not_create_in_schema_auth(empty_db: str) -> None:
+    """As on a Supabase project today: Supabase's auth objects exist, and `postgres` has only USAGE on schema
+    auth. The shim runs there; its earlier `create table if not exists auth.users` did not."""
+    (shim,) = [m for m in migrations_in() if m.name == "001_supabase_auth_shim.sql"]
+    role = sql.Identifier(f"kit_shim_{uuid.uuid4().hex[:8]}")
+    with connect(empty_db) as conn:
+        conn.execute(shim.sql)  # Supabase's objects, as the platform made them
+        conn.execute(sql.SQL("create role {} createrole; grant usage on schema auth to {}").format(role, role))
+        conn.execute(sql.SQL("grant create on database {} to {}").format(sql.Identifier(conn.info.dbname), role))
+        conn.commit()
+        conn.execute(sql.SQL("set role {}").format(role))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="schema auth"):
+            conn.execute("create table if not exists auth.users (id uuid primary key)")
+        conn.rollback()
+        conn.execute(sql.SQL("set role {}").format(role))
+        conn.execute(shim.sql)

@@ -120,6 +120,19 @@ def test_each_break_is_named(conn: psycopg.Connection, mutation: str, expected_l
     assert any(line.startswith(expected_line) for line in problems), "\n".join(problems)
 
 
+def test_published_partitions_are_judged_by_their_partitioned_table(conn: psycopg.Connection) -> None:
+    """As on Supabase: Realtime publishes realtime.messages without publish_via_partition_root and keeps a partition
+    per day, so its partitions, which have no policies of their own, are what pg_publication_tables lists."""
+    conn.execute("alter publication supabase_realtime_messages_publication set (publish_via_partition_root = false)")
+    conn.execute("create table realtime.messages_2099_01_01 partition of realtime.messages "
+                 "for values from ('2099-01-01') to ('2099-01-02')")
+    assert not [line for line in verify(conn).problems() if "realtime.messages" in line]
+    conn.execute("alter table realtime.messages disable row level security")
+    problems = [line for line in verify(conn).problems() if line.startswith("published_table_without")]
+    assert problems == ["published_table_without_select_policy: realtime.messages: published, so realtime "
+                        "delivers it, but row level security is off"]
+
+
 def test_the_contract_covers_every_persona_and_operation() -> None:
     contract = Contract.load()
     assert list(contract.personas) == PERSONAS
