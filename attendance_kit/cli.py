@@ -212,7 +212,7 @@ def lab(args: argparse.Namespace, jupyter_args: Sequence[str]) -> None:
                 f"in {cluster.data_dir}. It keeps running when JupyterLab stops: `./kit db down` stops it, "
                 "`./kit db reset` starts it over.")
             migrate_and_load_demo(url, demo_data=True)
-    say("each notebook makes a database of its own on this server (lesson_00 ... lesson_08); the main one is "
+    say("each notebook makes a database of its own on this server (lesson_00 ... lesson_09); the main one is "
         "yours to explore. Start with notebooks/00_setup.ipynb.")
     env = dict(os.environ, **{URL_VARIABLE: url, "PLOOMBER_STATS_ENABLED": "false"})
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={NOTEBOOKS_DIR}", *jupyter_args]

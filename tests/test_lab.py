@@ -1,5 +1,5 @@
 """The lab's way of running the notebooks: one server and one main database, as `./kit lab` makes them (migrated,
-with the demo data), every notebook run after the others, 00 → 08, again, then 08 → 00, with experiments by hand
+with the demo data), every notebook run after the others, 00 → 09, again, then 09 → 00, with experiments by hand
 in between. Each run is nbval in strict mode with the same sanitize file as the per-notebook runs, so each must
 show exactly what the committed notebook shows.
 
