@@ -32,14 +32,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import websockets
 
+from ..connection import connect
 from ..errors import KitError
 from ..realtime.tokens import sign
-from .gateway import Served, closed
+from .gateway import Served, closed, cpu_seconds
 from .realtime import PER_TRANSACTION, Load, Writer, claims_for, figures
 
 LECTURE_SIZE = 100  # clients per lecture, the teacher's included (Supabase's benchmark: 100 users per channel)
@@ -67,9 +69,10 @@ def broadcast(clients: int = 10_000, rate: int = 1_000, seconds: float = 5.0,
         raise KitError(f"--clients {clients}, --rate {rate}, --seconds {seconds:g}: give at least 4 clients (two "
                        f"lectures of a teacher and a student), {PER_TRANSACTION} check-ins/s and some seconds")
     open_files = _open_files_for(clients)
-    with Lectures(database_url, clients, checkins=len(PATHS) * (rate * seconds + 2 * PER_TRANSACTION)) as load:
+    with Lectures(database_url, clients, checkins=rate * seconds + 2 * PER_TRANSACTION) as load:
         result = load.describe(seconds) | {"open_files_limit": open_files}
         for path in PATHS:
+            load.start_over()
             with Served(load.url) as served:
                 result[f"{path}: {clients} clients @ {rate} check-ins/s"] = asyncio.run(
                     _through_gateway(served, load, path, rate, seconds))
@@ -101,7 +104,8 @@ class Lecture:
 
 
 class Lectures(Load):
-    """A scratch database with the lectures for `clients` and students enough for `checkins` check-ins."""
+    """A scratch database with the lectures for `clients` and students enough for `checkins` check-ins (from
+    `start_over` on)."""
 
     def __init__(self, database_url: str | None, clients: int, checkins: float) -> None:
         self.clients = clients
@@ -117,9 +121,14 @@ class Lectures(Load):
         sessions = _populate_lectures(conn, teachers, groups)
         self.lectures = [Lecture(session, teachers[i % len(teachers)], group, connected[i])
                          for i, (session, group) in enumerate(zip(sessions, groups, strict=True))]
-        self.checkins = _round_robin(self.lectures)
         self.claims = [claims_for(user, f"{user}@bench.attendance-kit.test") for user in (
             *teachers, *(student for group in groups for student in group))]
+
+    def start_over(self) -> None:
+        """No check-in yet (a path's run starts where the other's did), the same check-ins to come."""
+        with connect(self.url) as conn:
+            conn.execute("truncate public.attendance_records cascade")
+        self.checkins = _round_robin(self.lectures)
 
     def describe(self, seconds: float) -> dict[str, Any]:
         teachers = {lecture.teacher for lecture in self.lectures}
@@ -276,25 +285,66 @@ def _members(url: str, load: Lectures) -> list[Member]:
 
 async def _through_gateway(served: Served, load: Lectures, path: str, rate: int, seconds: float) -> dict[str, Any]:
     members = _members(served.url, load)
-    memory_before, cpu_before = served.resident_kib(), served.cpu_seconds()
-    started = time.monotonic()
-    readers = await _joined(members, path)
-    joined = {"joined_in_s": round(time.monotonic() - started, 1),
-              "gateway_cpu_s_joining": round(served.cpu_seconds() - cpu_before, 1)}
-    heartbeats = asyncio.create_task(_heartbeats(members))
+    cpu = _Cpu(served, load.url)
+    memory_before, started = served.resident_kib(), time.monotonic()
+    heartbeats = asyncio.create_task(_heartbeats(members))  # from the first join: joining takes a while
+    readers: list[asyncio.Task[None]] = []
     try:
+        await _joined(members, path, readers)
+        joined = {"joined_in_s": round(time.monotonic() - started, 1)} | cpu.seconds("joining")
         await asyncio.sleep(1)
         joined["idle_kib_per_connection"] = round((served.resident_kib() - memory_before) / len(members), 1)
-        return joined | await _measured(served, load, members, path, rate, seconds)
+        return joined | await _measured(cpu, load, members, path, rate, seconds)
     finally:
         heartbeats.cancel()
         await closed(members, readers)
 
 
-async def _joined(members: list[Member], path: str) -> list[asyncio.Task[None]]:
-    """Every member connected and joined, `JOINING` at a time; each one's reader."""
+class _Cpu:
+    """Where the time goes: the CPU time used since the last reading by the gateway's process, this one (the
+    clients and the writer) and the database server's (when it runs on this machine: its postmaster's children)."""
+
+    def __init__(self, served: Served, database_url: str) -> None:
+        self.served = served
+        with connect(database_url) as conn:
+            try:
+                pid = int(conn.execute("select split_part(pg_read_file('postmaster.pid'), E'\\n', 1)").fetchone()[0])
+            except psycopg.Error:  # not a superuser: the server's processes are not counted
+                pid = None
+        self.postmaster = pid if pid is not None and Path(f"/proc/{pid}").exists() else None
+        self._last = self._now()
+
+    def restart(self) -> None:
+        self._last = self._now()
+
+    def seconds(self, doing: str) -> dict[str, float]:
+        """CPU seconds per process since the last reading, named `<process>_cpu_s_<doing>`."""
+        now, last = self._now(), self._last
+        self._last = now
+        return {f"{name}_cpu_s_{doing}": round(sum(now[name].get(pid, 0.0) - used for pid, used in last[name].items()
+                                                   if pid in now[name]), 1) for name in now}
+
+    def _now(self) -> dict[str, dict[int, float]]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"gateway": {0: self.served.cpu_seconds()}, "bench": {0: usage.ru_utime + usage.ru_stime},
+                "database": {pid: cpu_seconds(pid) for pid in self._database_pids()}}
+
+    def _database_pids(self) -> list[int]:
+        if self.postmaster is None:
+            return []
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.postmaster:
+                    pids.append(int(stat.parent.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # gone meanwhile
+        return [self.postmaster, *pids]
+
+
+async def _joined(members: list[Member], path: str, readers: list[asyncio.Task[None]]) -> None:
+    """Every member connected and joined, `JOINING` at a time; each one's reader added to `readers`."""
     gate = asyncio.Semaphore(JOINING)
-    readers = []
 
     async def join(member: Member) -> None:
         async with gate:
@@ -309,17 +359,17 @@ async def _joined(members: list[Member], path: str) -> list[asyncio.Task[None]]:
     refused = [member.refused for member in members if member.refused is not None]
     if refused:
         raise KitError(f"{len(refused)} of {len(members)} clients were refused, e.g. {refused[0]}")
-    return readers
 
 
 async def _heartbeats(members: list[Member]) -> None:
     """Supabase's clients' heartbeat, for every member, as long as they are connected."""
     for ref in range(1_000_000):
         await asyncio.sleep(HEARTBEAT_INTERVAL)
-        await asyncio.gather(*(member.heartbeat(ref) for member in members), return_exceptions=True)
+        await asyncio.gather(*(member.heartbeat(ref) for member in members if member.ws is not None),
+                             return_exceptions=True)
 
 
-async def _measured(served: Served, load: Lectures, members: list[Member], path: str, rate: int,
+async def _measured(cpu: _Cpu, load: Lectures, members: list[Member], path: str, rate: int,
                     seconds: float) -> dict[str, Any]:
     load.vacuum()
     teachers = [member for member in members if member.teacher]
@@ -330,21 +380,22 @@ async def _measured(served: Served, load: Lectures, members: list[Member], path:
             member.received.clear()
         writer.written.clear()
         writer.transactions.clear()
-        cpu_before, started = served.cpu_seconds(), time.monotonic()
+        cpu.restart()
+        started = time.monotonic()
         writer.start()
         while writer.is_alive() or _checkins_at(teachers) < len(writer.written):
             if not writer.is_alive() and time.monotonic() - started > 4 * seconds:
                 break  # far behind: report what was done
             await asyncio.sleep(0.01)
         elapsed = time.monotonic() - started
-        gateway_cpu = served.cpu_seconds() - cpu_before
+        used = cpu.seconds("measured")
     await asyncio.sleep(0.5)  # a late duplicate or stray delivery has a moment to show
     latencies = [latency for member in members for *_, latency in member.received if latency is not None]
     result = figures(writer, _checkins_at(teachers), elapsed, latencies, unit="check_ins")
     writer.transactions.sort()
     return result | _astray(members, writer.written, path) | {
-        "writer_transaction_p95_ms": round(writer.transactions[int(0.95 * len(writer.transactions))] * 1000, 1),
-        "gateway_cpu_percent": round(100 * gateway_cpu / elapsed)}
+        "writer_transaction_p95_ms": round(writer.transactions[int(0.95 * len(writer.transactions))] * 1000, 1)
+    } | {name.replace("_s_measured", "_percent"): round(100 * seconds / elapsed) for name, seconds in used.items()}
 
 
 def _checkins_at(teachers: list[Member]) -> int:

@@ -62,6 +62,15 @@ def _median_p95(figures: dict[str, Any], side: str) -> float:
     return statistics.median(run["p95_ms"] for name, run in figures.items() if name.startswith(side))
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process of this machine has used so far, user and system; 0 if it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Served:
     """`attendance-kit realtime serve` on a free port, in a process of its own."""
 
@@ -91,8 +100,7 @@ class Served:
 
     def cpu_seconds(self) -> float:
         """The CPU time the gateway's process has used so far, user and system (all its threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def __enter__(self) -> Served:
         return self
