@@ -279,8 +279,8 @@ def parser() -> argparse.ArgumentParser:
          ("--seconds", float, 5.0, "how long each load runs")),
         ("rls", "persona reads under RLS vs the owner's hand-filtered reads, 1M rows", bench_rls,
          ("--runs", int, 101, "alternating runs per query (medians)")),
-        ("gateway", "500 WebSocket clients through the Realtime gateway vs the realtime client in-process, same load;"
-                    " --broadcast: 10,000 clients in lectures, Broadcast from Database vs postgres_changes",
+        ("gateway", "500 WebSocket clients through the Realtime gateway vs the realtime client in-process, same "
+                    "load (--broadcast: 10,000 in lectures, Broadcast from Database vs postgres_changes)",
          bench_gateway, ("--seconds", float, 5.0, "how long each load runs"),
          ("--broadcast", bool, False, "private lecture topics, Broadcast from Database and Presence, beside "
                                       "postgres_changes at the same load"),

@@ -8,10 +8,10 @@ import uuid
 from attendance_kit.bench.broadcast import Lecture, Member
 from tests.test_cli import assert_one_line_error, kit
 
-FIGURES = {"joined_in_s", "gateway_cpu_s_joining", "bench_cpu_s_joining", "database_cpu_s_joining",
-           "idle_kib_per_connection", "offered_check_ins_per_s", "check_ins_per_s", "p50_ms", "p95_ms", "deliveries",
-           "caught_up_ms", "lost", "duplicated", "misdelivered", "writer_transaction_p95_ms", "gateway_cpu_percent",
-           "bench_cpu_percent", "database_cpu_percent"}
+FIGURES = {"joined_in_s", "presence_frames_joining", "gateway_cpu_s_joining", "bench_cpu_s_joining",
+           "database_cpu_s_joining", "idle_kib_per_connection", "offered_check_ins_per_s", "check_ins_per_s", "p50_ms",
+           "p95_ms", "deliveries", "caught_up_ms", "lost", "duplicated", "misdelivered", "writer_transaction_p95_ms",
+           "gateway_cpu_percent", "bench_cpu_percent", "database_cpu_percent"}
 
 
 def test_broadcast_and_postgres_changes_deliver_every_check_in_to_its_teacher_only(server) -> None:
@@ -26,6 +26,9 @@ def test_broadcast_and_postgres_changes_deliver_every_check_in_to_its_teacher_on
         assert (run["lost"], run["duplicated"], run["misdelivered"]) == (0, 0, 0)
         assert run["offered_check_ins_per_s"] > 0 and run["check_ins_per_s"] > 0
         assert 0 < run["p50_ms"] <= run["p95_ms"] and run["caught_up_ms"] is not None
+    # Presence: each lecture's teacher and two students see the students' tracks (state, then diffs).
+    assert figures["broadcast: 6 clients @ 20 check-ins/s"]["presence_frames_joining"] >= 2 * (3 + 2)
+    assert figures["postgres_changes: 6 clients @ 20 check-ins/s"]["presence_frames_joining"] == 0
     # Broadcasts reach the teachers alone; postgres_changes also gives a checked-in student his own record.
     assert figures["broadcast: 6 clients @ 20 check-ins/s"]["deliveries"] == 20
     assert figures["postgres_changes: 6 clients @ 20 check-ins/s"]["deliveries"] > 20
