@@ -270,7 +270,8 @@ class Member:
         latency = None
         if data["table"] == "attendance_records":
             latency = now - datetime.fromisoformat(record["checked_in_at"]).timestamp()
-        self.received.append((data["table"], record["id"], record["session_id"], record.get("student_id"), latency))
+        self.received.append((data["table"], record.get("id"), record.get("session_id"), record.get("student_id"),
+                              latency))
 
     def misdelivered(self, path: str) -> int:
         """What reached this client that may not: another lecture's record; to a student, any broadcast (it would
