@@ -2,9 +2,10 @@
 them (private channels, Broadcast from Database, Presence), beside the postgres_changes path at the same load.
 
 The load, in a scratch database: N clients in lectures of up to `LECTURE_SIZE` (live sessions of generated
-teachers' courses, each inviting a group of generated students); a teacher teaches two lectures (one, while there
-are fewer than four), and each lecture's teacher and its students are connected, every client a distinct user with
-its own token. A writer checks students in at R check-ins/s, ten of one lecture per transaction.
+teachers' courses, each inviting a group of generated students); a teacher teaches two lectures (at least two
+teachers: with fewer than four lectures, one or two each), and each lecture's teacher and its students are
+connected, every client a distinct user with its own token. A writer checks students in at R check-ins/s, ten of
+one lecture per transaction.
 
 - Broadcast: every client joins `session:<uuid>:lecture` privately, presence on; the students track. sql/008's
   triggers broadcast each check-in (and each analytics snapshot) to the lecture's topic, which only its teacher
@@ -97,6 +98,8 @@ def _open_files_for(clients: int) -> int:
 
 @dataclass
 class Lecture:
+    """A live session, its teacher and the group it invites."""
+
     session: uuid.UUID
     teacher: uuid.UUID
     students: list[uuid.UUID]  # the group invited, the connected ones first
