@@ -190,9 +190,15 @@ def bench_realtime(args: argparse.Namespace) -> None:
 
 
 def bench_gateway(args: argparse.Namespace) -> None:
-    from .bench import gateway  # the websockets client: loaded only for this command
+    from .bench import broadcast, gateway  # the websockets client: loaded only for this command
 
-    print(bench.render(gateway.gateway(seconds=args.seconds, database_url=args.database_url), args.format))
+    if args.broadcast:
+        result = broadcast.broadcast(clients=args.clients or 10_000, rate=args.rate or 1_000, seconds=args.seconds,
+                                     database_url=args.database_url)
+    else:
+        result = gateway.gateway(clients=args.clients or 500, rates=(args.rate,) if args.rate else (1000, 3000),
+                                 seconds=args.seconds, database_url=args.database_url)
+    print(bench.render(result, args.format))
 
 
 def docs_command(args: argparse.Namespace) -> None:
@@ -278,12 +284,21 @@ def parser() -> argparse.ArgumentParser:
          ("--seconds", float, 5.0, "how long each load runs")),
         ("rls", "persona reads under RLS vs the owner's hand-filtered reads, 1M rows", bench_rls,
          ("--runs", int, 101, "alternating runs per query (medians)")),
-        ("gateway", "500 WebSocket clients through the Realtime gateway vs the realtime client in-process, same load",
-         bench_gateway, ("--seconds", float, 5.0, "how long each load runs")),
+        ("gateway", "500 WebSocket clients through the Realtime gateway vs the realtime client in-process, same "
+                    "load (--broadcast: 10,000 in lectures, Broadcast from Database vs postgres_changes)",
+         bench_gateway, ("--seconds", float, 5.0, "how long each load runs"),
+         ("--broadcast", bool, False, "private lecture topics, Broadcast from Database and Presence, beside "
+                                      "postgres_changes at the same load"),
+         ("--clients", int, None, "WebSocket clients (default: 500; with --broadcast 10,000)"),
+         ("--rate", int, None, "changes/s offered (default: 1,000 then 3,000; with --broadcast 1,000 check-ins/s)")),
     ]
-    for name, description, run, (flag, kind, default, flag_help) in benchmarks:
+    for name, description, run, *options in benchmarks:
         command = bench_commands.add_parser(name, help=description)
-        command.add_argument(flag, type=kind, default=default, help=flag_help)
+        for flag, kind, default, flag_help in options:
+            if kind is bool:
+                command.add_argument(flag, action="store_true", help=flag_help)
+            else:
+                command.add_argument(flag, type=kind, default=default, help=flag_help)
         if name != "startup":  # startup makes clusters of its own
             command.add_argument("--database-url", help="server for the scratch databases (default: the kit's)")
         command.add_argument("--format", choices=["table", "json"], default="table")

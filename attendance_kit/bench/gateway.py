@@ -13,12 +13,15 @@ they connected, over N.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import os
 import re
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,12 +41,12 @@ def gateway(clients: int = 500, rates: tuple[int, ...] = (1000, 3000), seconds: 
     and the ratio of their median p95s."""
     with Load(database_url, changes=sum(rates) * seconds * 2 * runs) as load:
         result = load.describe(seconds)
-        with _Served(load.url) as served:
+        with Served(load.url) as served:
             result["gateway_idle_kib_per_connection"] = asyncio.run(_idle_memory(served, load, clients))
         for rate in rates:
             figures: dict[str, Any] = {}
             for run in range(1, runs + 1):
-                with _Served(load.url) as served:
+                with Served(load.url) as served:
                     figures[f"through the gateway, run {run}"] = asyncio.run(
                         _through_gateway(served, load, clients, rate, seconds))
                 figures[f"in process, run {run}"] = in_process(load, clients, rate, seconds)  # no gateway beside
@@ -59,7 +62,16 @@ def _median_p95(figures: dict[str, Any], side: str) -> float:
     return statistics.median(run["p95_ms"] for name, run in figures.items() if name.startswith(side))
 
 
-class _Served:
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process of this machine has used so far, user and system; 0 if it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Served:
     """`attendance-kit realtime serve` on a free port, in a process of its own."""
 
     def __init__(self, database_url: str) -> None:
@@ -74,12 +86,23 @@ class _Served:
         if "Realtime gateway at" not in first:
             self.process.kill()
             raise KitError(f"the gateway did not start: {first.strip() or 'no output'}")
+        # Its log read as it comes (a full pipe would stall the gateway), the last lines kept.
+        self.log: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=self._read_log, daemon=True).start()
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line.rstrip())
 
     def resident_kib(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])
 
-    def __enter__(self) -> _Served:
+    def cpu_seconds(self) -> float:
+        """The CPU time the gateway's process has used so far, user and system (all its threads)."""
+        return cpu_seconds(self.process.pid)
+
+    def __enter__(self) -> Served:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -116,7 +139,7 @@ class _Client:
                 self.subscribed.set()
 
 
-async def _connected(served: _Served, load: Load, count: int) -> tuple[list[_Client], list[asyncio.Task[None]]]:
+async def _connected(served: Served, load: Load, count: int) -> tuple[list[_Client], list[asyncio.Task[None]]]:
     clients = [_Client(served.url, claims) for claims in load.claims[:count]]
     for i, client in enumerate(clients):
         await client.join(f"realtime:bench-{i}")
@@ -125,23 +148,22 @@ async def _connected(served: _Served, load: Load, count: int) -> tuple[list[_Cli
     return clients, readers
 
 
-async def _closed(clients: list[_Client], readers: list[asyncio.Task[None]]) -> None:
-    for client in clients:
-        if client.ws is not None:
-            await client.ws.close()
+async def closed(clients: list[Any], readers: list[asyncio.Task[None]]) -> None:
+    """Every client's socket closed (at once: thousands, one after the other, take long), its reader ended."""
+    await asyncio.gather(*(client.ws.close() for client in clients if client.ws is not None))
     await asyncio.gather(*readers, return_exceptions=True)
 
 
-async def _idle_memory(served: _Served, load: Load, count: int) -> float:
+async def _idle_memory(served: Served, load: Load, count: int) -> float:
     before = served.resident_kib()
     clients, readers = await _connected(served, load, count)
     await asyncio.sleep(1)
     during = served.resident_kib()
-    await _closed(clients, readers)
+    await closed(clients, readers)
     return round((during - before) / count, 1)
 
 
-async def _through_gateway(served: _Served, load: Load, count: int, rate: int, seconds: float) -> dict[str, Any]:
+async def _through_gateway(served: Served, load: Load, count: int, rate: int, seconds: float) -> dict[str, Any]:
     load.vacuum()
     clients, readers = await _connected(served, load, count)
     ada = clients[0]  # the teacher: every change reaches her
@@ -158,7 +180,7 @@ async def _through_gateway(served: _Served, load: Load, count: int, rate: int, s
                 break  # far behind: report what was done
             await asyncio.sleep(0.01)
         elapsed = time.monotonic() - started
-    await _closed(clients, readers)
+    await closed(clients, readers)
     return figures(writer, ada.changes, elapsed, [latency for client in clients for latency in client.latencies])
 
 

@@ -54,16 +54,20 @@ class Load:
         self.url = self._scratch.__enter__()
         try:
             with connect(self.url) as conn:
-                sessions = _populate(conn, sessions=-(-int(changes * 1.5) // STUDENTS))
-                students = [row[0] for row in conn.execute(
-                    "select id from public.student_profiles where student_number like 'B-%' order by id")]
+                self.populate(conn, changes)
                 self.version = conn.execute("show server_version").fetchone()[0]
         except BaseException:
             self._scratch.__exit__(None, None, None)
             raise
+
+    def populate(self, conn: psycopg.Connection, changes: float) -> None:
+        """The users and sessions; `checkins` (session, student) to come and the subscribers' `claims`."""
+        sessions = _populate(conn, sessions=-(-int(changes * 1.5) // STUDENTS))
+        students = [row[0] for row in conn.execute(
+            "select id from public.student_profiles where student_number like 'B-%' order by id")]
         self.checkins = ((session, student) for session in sessions for student in students)
-        self.claims = [_claims(ADA.id, ADA.email)] + [
-            _claims(student, f"bench-{i}@attendance-kit.test") for i, student in enumerate(students)]
+        self.claims = [claims_for(ADA.id, ADA.email)] + [
+            claims_for(student, f"bench-{i}@attendance-kit.test") for i, student in enumerate(students)]
 
     def describe(self, seconds: float) -> dict[str, Any]:
         return {"postgres": self.version, "cpus": os.cpu_count(), "claims_bytes": len(json.dumps(self.claims[-1])),
@@ -82,7 +86,7 @@ class Load:
         self._scratch.__exit__(*exc)
 
 
-def _claims(user_id: str | uuid.UUID, email: str) -> dict[str, Any]:
+def claims_for(user_id: str | uuid.UUID, email: str) -> dict[str, Any]:
     """A JWT's claims the size Supabase Auth issues (~0.6 kB): the kit's claims plus session and auth details."""
     now = int(time.time())
     claims = supabase_claims("authenticated", user_id, email)
@@ -138,14 +142,16 @@ def in_process(load: Load, subscribers: int, rate: int, seconds: float) -> dict[
     return figures(writer, processed, finished - started, latencies)
 
 
-def figures(writer: Writer, processed: int, elapsed: float, latencies: list[float]) -> dict[str, Any]:
-    """A run's figures: offered and delivered changes/s, latency p50/p95, deliveries, time to catch up."""
+def figures(writer: Writer, processed: int, elapsed: float, latencies: list[float],
+            unit: str = "changes") -> dict[str, Any]:
+    """A run's figures: offered and delivered `unit`s/s (what the writer paces), latency p50/p95, deliveries,
+    time to catch up."""
     if writer.error is not None:
         raise writer.error
     latencies.sort()
     return {
-        "offered_changes_per_s": round(writer.changes / max(writer.elapsed, 1e-9)),
-        "changes_per_s": round(processed / elapsed),
+        f"offered_{unit}_per_s": round(writer.changes / max(writer.elapsed, 1e-9)),
+        f"{unit}_per_s": round(processed / elapsed),
         "p50_ms": round(_percentile(latencies, 0.50) * 1000),
         "p95_ms": round(_percentile(latencies, 0.95) * 1000),
         "deliveries": len(latencies),
@@ -176,11 +182,15 @@ class Writer(threading.Thread):
 
     def write(self) -> int:
         """One transaction; returns its changes: the check-ins and one analytics snapshot per session."""
+        batch = self.insert()
+        return PER_TRANSACTION + len({session for _, session in batch})
+
+    def insert(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """The next PER_TRANSACTION check-ins, in one transaction: each one's (id, session)."""
         batch = [next(self.checkins) for _ in range(PER_TRANSACTION)]
-        self._conn.execute("insert into public.attendance_records (session_id, student_id) "
-                           "select * from unnest(%s::uuid[], %s::uuid[])",
-                           [[session for session, _ in batch], [student for _, student in batch]])
-        return PER_TRANSACTION + len({session for session, _ in batch})
+        return self._conn.execute("insert into public.attendance_records (session_id, student_id) "
+                                  "select * from unnest(%s::uuid[], %s::uuid[]) returning id, session_id",
+                                  [[session for session, _ in batch], [student for _, student in batch]]).fetchall()
 
     def run(self) -> None:
         started = time.monotonic()
