@@ -44,6 +44,16 @@ class ClusterLock:
             os.close(self._fd)  # closing the file lets go of the lock
             self._fd = None
 
+    def held_elsewhere(self) -> bool:
+        """Whether another command holds the lock now (a glance: it may be taken the moment after)."""
+        if self._depth:
+            return False
+        fd = self._open()
+        try:
+            return not _try_lock(fd)
+        finally:
+            os.close(fd)  # and with it the lock, if this took it
+
     def _acquire(self) -> int:
         """Wait for the lock (saying so on stderr once the wait is noticeable) and return the file that holds it."""
         fd = self._open()

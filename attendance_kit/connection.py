@@ -31,12 +31,13 @@ MINIMUM_SERVER_VERSION = 150000
 API_ROLES = ("anon", "authenticated", "service_role")
 
 
-def database_url(url: str | None = None) -> str:
+def database_url(url: str | None = None, *, start: bool = True) -> str:
     """The database to use: `url`, else $ATTENDANCE_KIT_DATABASE_URL, else the kit's cluster, which is started if
     it is stopped (saying so on stderr: it keeps running after the caller ends, as after `./kit db up`).
 
     The kit's cluster is taken as the command that holds its lock leaves it (e.g. `./kit lab` still migrating it
-    in another terminal): this waits for that command to finish first.
+    in another terminal): this waits for that command to finish first. With `start=False` (reconnecting to it) a
+    cluster that is stopped, or that another command is changing, is a KitError at once: try again later.
     """
     if url:
         return url
@@ -45,6 +46,10 @@ def database_url(url: str | None = None) -> str:
     from .server import Cluster
 
     cluster = Cluster()
+    if not start:
+        if cluster.lock.held_elsewhere() or cluster.running_pid() is None:
+            raise KitError("the kit's cluster is not running, or another kit command is changing it")
+        return cluster.url
     with cluster.lock:
         if cluster.running_pid() is not None:
             return cluster.url

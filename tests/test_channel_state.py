@@ -19,6 +19,7 @@ from attendance_kit.realtime.channel_state import (
     Client,
     CountIn,
     CountOut,
+    DatabaseUnavailable,
     Output,
     Subscribe,
     Unsubscribe,
@@ -440,3 +441,39 @@ def test_a_database_broadcast_reaches_the_topic_s_channels_of_its_privacy_that_m
                               f'"id":"p1"}},"type":"broadcast","meta":{{"id":"m1"}}}}]')
     assert json.loads(frames[1][1]) == {"topic": LECTURE, "event": "broadcast", "ref": None, "payload": {
         "event": "wave", "payload": {"n": 2}, "type": "broadcast", "meta": {"id": "m2"}}}
+
+
+# --- the database away and back ------------------------------------------------------------------------------
+
+def test_a_lost_database_is_not_told_and_its_return_subscribes_and_counts_every_open_channel_again(
+        state: ChannelState, ada: Client) -> None:
+    with_changes = joined(state, ada, LOBBY, changes(ENTRY), ref="3")
+    broadcast_only = joined(state, ada, "realtime:room", ref="4")
+    state.feed_lost()  # said to nobody, as in Supabase
+
+    sam = state.connect(token("sam"), "1.0.0")
+    joining = state.receive(sam, join(LOBBY, "8", changes(ENTRY)), NOW)
+    late = sam.channels[LOBBY]
+    assert [m.event for m in sent(joining)] == ["phx_reply"]
+    assert joining.commands == []  # neither counted nor subscribed while the database is away
+
+    back = state.feed_back()
+    assert sent(back) == []
+    again = [CountIn(with_changes, SESSION, "lobby"), Subscribe(with_changes, with_changes.claims, [ENTRY], True),
+             CountIn(late, SESSION, "lobby"), Subscribe(late, late.claims, [ENTRY], True)]
+    assert len(back.commands) == len(again) and all(command in back.commands for command in again)
+    resubscribed = state.subscription_done(again[1], None)
+    assert [m.payload["message"] for m in sent(resubscribed)] == ["Subscribed to PostgreSQL"]
+    assert broadcast_only.open
+
+
+def test_commands_the_worker_could_not_run_are_left_to_the_return_of_the_database(
+        state: ChannelState, ada: Client) -> None:
+    out = state.receive(ada, join(LOBBY, "1", changes(ENTRY)), NOW)
+    assert state.subscription_done(out.commands[1], DatabaseUnavailable()) == Output()  # no error: feed_back
+
+    asked = state.receive(ada, join(LECTURE, "2", PRIVATE), NOW)
+    (answer,) = sent(state.policies_checked(asked.commands[0], None, DatabaseUnavailable()))
+    assert answer.payload == {"status": "error", "response": {
+        "reason": "UnableToConnectToProject: Realtime was unable to connect to the project database"}}
+    assert LECTURE not in ada.channels and ada.joining == {}

@@ -313,27 +313,6 @@ def test_two_quick_refreshes_leave_one_subscription(conn: psycopg.Connection, ga
     assert asyncio.run(scenario()).records() == [SAM.id]
 
 
-def test_a_change_feed_that_fails_stops_the_gateway_rather_than_leave_it_hanging(
-        conn: psycopg.Connection, db_url: str) -> None:
-    gateway = Gateway(db_url, port=0, poll_interval=0.05).start()
-
-    async def scenario() -> bool:
-        listener = Listener(gateway, token_for(conn, ADA.email))
-        await listener.join()
-        # The feed's slot connection is lost (a server restart, an administrator): nothing more can be delivered.
-        conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots "
-                     "where slot_name like 'kit_realtime_%' and database = current_database()")
-        await asyncio.to_thread(gateway._thread.join, 30)
-        await eventually(lambda: not listener.client.is_connected)
-        return gateway._thread.is_alive()
-
-    try:
-        assert asyncio.run(scenario()) is False  # the gateway ended, its sockets closed
-        assert "lost the change feed's connection" in str(gateway._failure)
-    finally:
-        gateway.stop()
-
-
 def test_a_gateway_killed_and_started_again_takes_back_only_its_own_counts(
         conn: psycopg.Connection, db_url: str) -> None:
     conn.execute("insert into websocket_channels (session_id, channel_name, active_connections) "

@@ -21,7 +21,7 @@ import pytest
 
 from attendance_kit import KitError, as_user, connect, load_demo_data, migrate
 from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, GRACE, OLIVE, PERSONAS, SAM, TESS, UMA
-from attendance_kit.realtime import ChangeFeed, Realtime, listen, render_event
+from attendance_kit.realtime import ChangeFeed, FeedLost, Realtime, listen, render_event
 from attendance_kit.server import Cluster, port_is_free
 
 EMAILS = tuple(persona.email for persona in PERSONAS)
@@ -379,6 +379,27 @@ def test_an_unsubscribed_subscriber_receives_nothing_after(conn: psycopg.Connect
     assert [str(e["record"]["student_id"]) for e in before[service]] == [SAM.id]
     assert ada not in after and [str(e["record"]["student_id"]) for e in after[service]] == [TESS.id]
     assert after_everyone == {}
+
+
+def test_a_lost_slot_is_feed_lost_and_reconnect_keeps_the_subscribers_while_another_connection_is_reopened(
+        conn: psycopg.Connection, db_url: str) -> None:
+    open_sessions(conn)
+    with Realtime(db_url) as realtime:
+        ada = realtime.subscribe(ADA.email, tables=["attendance_records"])
+        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where pid = %s",
+                     [realtime.conn.info.backend_pid])  # not the slot's: opened again before the next poll
+        check_in(conn, SAM.email, ENGINES_LECTURE)
+        first = realtime.poll()
+        conn.execute("select pg_terminate_backend(%s)", [realtime.feed.conn.info.backend_pid])
+        check_in(conn, TESS.email, ENGINES_LECTURE)  # committed while no slot exists: lost, as in Supabase
+        with pytest.raises(FeedLost, match=r"lost the change feed's connection .*: changes committed until the "
+                                           r"feed reconnects are not delivered"):
+            realtime.poll()
+        realtime.reconnect()
+        check_in(conn, UMA.email, ENGINES_LECTURE)
+        second = realtime.poll()
+    assert [str(e["record"]["student_id"]) for e in first[ada]] == [SAM.id]
+    assert [str(e["record"]["student_id"]) for e in second[ada]] == [UMA.id]
 
 
 def test_a_policy_failing_for_one_subscriber_costs_that_subscriber_alone_and_delivery_goes_on(

@@ -74,6 +74,17 @@ class Channel:
 
 # The database worker's commands, in the order they must run.
 
+UNAVAILABLE = "Realtime was unable to connect to the project database"  # Supabase's words
+
+
+class DatabaseUnavailable(Exception):
+    """A command's outcome while the worker has no database: it is not run (the worker subscribes and counts every
+    open channel again once the database is back)."""
+
+    def __init__(self) -> None:
+        super().__init__(UNAVAILABLE)
+
+
 @dataclass(frozen=True)
 class Subscribe:
     """The channel's subscriber for these claims, in place of any it had; `first` on the join."""

@@ -20,6 +20,11 @@ The inputs:
 - `database_broadcasts`: Broadcast from Database, the channels each committed message reaches.
 - `expire`: a channel's token has expired.
 - `flooded`: the socket sent more than Supabase's rate.
+- `feed_lost` / `feed_back`: the database worker lost its database, or has it again. As in Supabase, nothing is
+  said at the loss (a system error would make Supabase's Python client rejoin, and the rejoin close its channel);
+  at the return every open channel is subscribed ("Subscribed to PostgreSQL" again) and counted again. What was
+  committed between the two is not delivered (a temporary slot, as Supabase's). Broadcast and Presence between
+  clients go on meanwhile; a private join, which needs the policies, is refused until the return.
 
 Who is present is presence.py's; here, who may see it: a public channel, or a private one that may read presence.
 """
@@ -34,14 +39,26 @@ from ..errors import one_line
 from . import channels, presence
 from .admission import Refusal, join_request, refreshed_token, reply_entries
 from .broadcasts import Broadcast
-from .channel_model import Channel, CheckPolicies, Client, Command, CountIn, CountOut, Output, Subscribe, Unsubscribe
+from .channel_model import (
+    UNAVAILABLE,
+    Channel,
+    CheckPolicies,
+    Client,
+    Command,
+    CountIn,
+    CountOut,
+    DatabaseUnavailable,
+    Output,
+    Subscribe,
+    Unsubscribe,
+)
 from .presence import Presence
 from .protocol import Message, reply
 from .tokens import TokenRefused, check_token
 from .topic_policies import Allowed
 
-__all__ = ["Channel", "ChannelState", "CheckPolicies", "Client", "Command", "CountIn", "CountOut", "Output",
-           "Subscribe", "Unsubscribe"]
+__all__ = ["Channel", "ChannelState", "CheckPolicies", "Client", "Command", "CountIn", "CountOut",
+           "DatabaseUnavailable", "Output", "Subscribe", "Unsubscribe"]
 
 MAX_CHANNELS_PER_SOCKET = 100  # Supabase's max_channels_per_client
 
@@ -54,6 +71,7 @@ class ChannelState:
         self.max_channels = max_channels
         self.topics: dict[str, set[Channel]] = defaultdict(set)
         self.presence = Presence()
+        self.database_up = True  # the database worker's news: feed_lost, feed_back
 
     def connect(self, token: str, vsn: str) -> Client:
         return Client(token, vsn)
@@ -98,7 +116,7 @@ class ChannelState:
         """Say so, or why not, as Supabase's system message (nothing to a channel closed meanwhile)."""
         out = Output()
         channel = command.channel
-        if not channel.open:
+        if not channel.open or isinstance(error, DatabaseUnavailable):  # feed_back subscribes it again
             return out
         if error is not None:  # ChannelRefused, with Supabase's message; else what went wrong
             self._system(channel, "postgres_changes", "error", one_line(error), out)
@@ -114,9 +132,14 @@ class ChannelState:
         if command.purpose == "join":
             if channel.client.joining.get(channel.topic) is channel:  # not left or replaced meanwhile
                 del channel.client.joining[channel.topic]
-                self._joined_privately(channel, read, out)
+                if isinstance(error, DatabaseUnavailable):
+                    self._refuse(channel, f"UnableToConnectToProject: {UNAVAILABLE}", out)
+                else:
+                    self._joined_privately(channel, read, out)
         elif not channel.open:
             pass
+        elif command.purpose == "refresh" and isinstance(error, DatabaseUnavailable):
+            self._shut_down(channel, UNAVAILABLE, out)
         elif command.purpose == "refresh":
             self._reread(channel, read, out)
         else:
@@ -140,6 +163,22 @@ class ChannelState:
         if channel.open:
             self._shut_down(channel, f"Token has expired {int(now - channel.expires_at)} seconds ago", out)
         return out
+
+    def feed_lost(self) -> None:
+        """The database went away: until `feed_back`, joins are neither subscribed nor counted."""
+        self.database_up = False
+
+    def feed_back(self) -> Output:
+        """The database is back (its counts taken back to none): every open channel is counted and subscribed
+        again, checked again against the tables and their policies ("Subscribed to PostgreSQL" once more)."""
+        out = Output()
+        self.database_up = True
+        for channel in self._open_channels():
+            self._subscribe_and_count(channel, out)
+        return out
+
+    def _open_channels(self) -> list[Channel]:
+        return [channel for channels_of_topic in self.topics.values() for channel in channels_of_topic]
 
     def flooded(self, client: Client) -> Output:
         """Supabase's answer to a flood: each channel shut down with its message (the socket is closed after)."""
@@ -184,8 +223,11 @@ class ChannelState:
             channel.read = dict(read)
             self._open(channel, out)
             return
+        self._refuse(channel, "Unauthorized: You do not have permissions to read from this Channel topic: "
+                              f"{channel.sub_topic}", out)
+
+    def _refuse(self, channel: Channel, reason: str, out: Output) -> None:
         channel.open = False
-        reason = f"Unauthorized: You do not have permissions to read from this Channel topic: {channel.sub_topic}"
         out.messages.append((channel.client, reply(channel.join, "error", {"reason": reason})))
 
     def _open(self, channel: Channel, out: Output) -> None:
@@ -196,16 +238,20 @@ class ChannelState:
             "postgres_changes": reply_entries(channel.entries, channel.ids)})))
         channel.join = None
         out.expiries.append((channel, channel.expires_at))
-        session_channel = channels.session_channel(channel.topic)
-        if session_channel is not None:
-            out.commands.append(CountIn(channel, *session_channel))
-        if channel.entries:
-            out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
+        if self.database_up:  # else at feed_back
+            self._subscribe_and_count(channel, out)
         if channel.presence_enabled and channel.may_read("presence"):
             out.messages.append((channel.client, Message(channel.topic, "presence_state",
                                                          self.presence.state(channel.space), None, channel.join_ref)))
         if channel.replication_ready:  # the change feed's slot streams before any client joins
             self._system(channel, "system", "ok", "Replication connection established", out)
+
+    def _subscribe_and_count(self, channel: Channel, out: Output) -> None:
+        session_channel = channels.session_channel(channel.topic)
+        if session_channel is not None:
+            out.commands.append(CountIn(channel, *session_channel))
+        if channel.entries:
+            out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
 
     def _refresh(self, channel: Channel, message: Message, now: float, out: Output) -> None:
         """A new token for the channel: later deliveries use its claims; an invalid one ends the channel."""

@@ -7,15 +7,21 @@ authorised (authorisation.py) and returns each subscriber's events.
 
 from __future__ import annotations
 
+import contextlib
+import select
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import psycopg
+
+from .. import connection
 from ..connection import connect
+from ..errors import KitError
 from .broadcasts import Broadcast, broadcast_of, is_message
 from .delivery import SUBSCRIBERS_PER_LANE, Delivery
-from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed
+from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed, FeedLost, lost
 from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, new_subscriber
 from .wire import event_json
 
@@ -37,17 +43,51 @@ class Realtime:
         The slot's connection runs nothing but the slot's reads: PostgreSQL drops a connection's temporary slots
         at any error on it, so whatever may fail (a subscription's checks, a policy that raises as a subscriber, the
         gateway's bookkeeping) runs on `conn`, a connection of its own."""
-        self.feed = ChangeFeed(database_url, publication, broadcasts=broadcasts, max_messages=max_messages)
+        self.database_url, self.publication, self.broadcasts = database_url, publication, broadcasts
+        self.poll_interval, self.max_messages = poll_interval, max_messages
+        self.lanes, self.subscribers_per_lane = lanes, subscribers_per_lane
+        self.subscribers: list[Subscriber] = []
+        self.last_poll_changes = 0
+        self._open(connection.database_url(database_url))
+
+    def _open(self, url: str) -> None:
+        self._url = url
+        self.feed = ChangeFeed(url, self.publication, broadcasts=self.broadcasts, max_messages=self.max_messages)
         try:
-            self.conn = connect(database_url)
+            self._open_delivery()
         except BaseException:
             self.feed.close()
             raise
-        self.poll_interval = poll_interval
-        self.subscribers: list[Subscriber] = []
+
+    def _open_delivery(self) -> None:
+        self.conn = connect(self._url)
+        self._delivery = Delivery(self.feed, self.conn, self._url, lanes=self.lanes,
+                                  subscribers_per_lane=self.subscribers_per_lane)
+
+    def reopen_lost_connections(self) -> None:
+        """Connections other than the slot's that the server ended while idle (an administrator, a pooler) are
+        opened again, losing nothing: called before each poll, and by the gateway before each command. A server
+        that cannot be reached is `FeedLost`."""
+        if not any(map(_ended, [self.conn, *self._delivery.connections()])):
+            return
+        with contextlib.suppress(psycopg.Error):
+            self._delivery.close()
+        self.conn.close()
+        try:
+            self._open_delivery()
+        except KitError as error:
+            raise lost("a connection of the change feed", error) from None
+
+    def reconnect(self) -> None:
+        """After `FeedLost`: a new slot on new connections, the same subscribers (one attempt: a database still
+        away raises KitError, so try again later, e.g. after `reconnect_delays`). What was committed between the
+        loss and now is not delivered, as with Supabase Realtime, whose slot is temporary too.
+
+        The kit's own cluster (no URL given) is not started here: it is reconnected to once it runs again (its
+        URL read afresh: `db reset` gives it a new password) and no other kit command is changing it."""
+        self.close()
+        self._open(connection.database_url(self.database_url, start=False))
         self.last_poll_changes = 0
-        self._delivery = Delivery(self.feed, self.conn, database_url, lanes=lanes,
-                                  subscribers_per_lane=subscribers_per_lane)
 
     def subscribe(self, who: str | uuid.UUID | None = None, *, claims: dict[str, Any] | None = None,
                   tables: Sequence[str] | None = None, event: str = "*", filter: str | None = None,
@@ -84,6 +124,13 @@ class Realtime:
     def poll_routed(self) -> tuple[dict[Subscriber, list[Delivered]], list[Broadcast]]:
         """As `poll_delivered`, and apart, in commit order, the broadcasts committed to realtime.messages (rows
         of its publication are messages for the gateway's channels, not postgres_changes)."""
+        try:
+            return self._poll_routed()
+        except psycopg.OperationalError as error:  # a connection other than the slot's, lost mid-poll
+            raise lost("a connection of the change feed", error) from None
+
+    def _poll_routed(self) -> tuple[dict[Subscriber, list[Delivered]], list[Broadcast]]:
+        self.reopen_lost_connections()  # before the slot hands out a batch they must authorise
         changes = self.feed.poll()
         self.last_poll_changes = len(changes)
         messages = [change for change in changes if is_message(change.relation)]
@@ -122,9 +169,12 @@ class Realtime:
         return max(0.0, self.poll_interval - (time.monotonic() - poll_started))
 
     def close(self) -> None:
-        self._delivery.close()
+        """Close its connections (also after a `FeedLost`: whatever is already gone is skipped)."""
+        with contextlib.suppress(psycopg.Error):
+            self._delivery.close()
         self.conn.close()
-        self.feed.close()
+        with contextlib.suppress(psycopg.Error):
+            self.feed.close()
 
     def __enter__(self) -> Realtime:
         return self
@@ -133,21 +183,75 @@ class Realtime:
         self.close()
 
 
+def _ended(conn: psycopg.Connection) -> bool:
+    """Whether the server ended this idle connection: its socket readable with nothing asked (the server's FATAL,
+    then EOF) and a trivial statement failing; a notice would make it readable too, and pass."""
+    if conn.closed:
+        return True
+    if not select.select([conn.fileno()], [], [], 0)[0]:
+        return False
+    try:
+        conn.execute("select 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def reconnect_delays(first: float = 0.1, most: float = 5.0) -> Iterator[float]:
+    """How long to wait before each attempt to reconnect: 0.1 s, doubling, then every 5 s (Supabase Realtime's
+    poller backs off from 100 ms to 5 s too)."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(most, delay * 2)
+
+
 def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Sequence[str] = (),
            event: str = "*", filter: str | None = None, seconds: float | None = None,
            publication: str = PUBLICATION, poll_interval: float = POLL_INTERVAL,
-           on_listening: Callable[[], None] | None = None) -> Iterator[Event]:
+           on_listening: Callable[[], None] | None = None, on_lost: Callable[[FeedLost], None] | None = None,
+           on_back: Callable[[float], None] | None = None) -> Iterator[Event]:
     """The events `who` may see, as they are committed, for `seconds` (or until the caller stops iterating).
 
     The slot is created before the first event and dropped when the generator ends, however it ends;
-    `on_listening` is called once it exists and the subscription is in place.
+    `on_listening` is called once it exists and the subscription is in place. A database that goes away (a
+    restart, `db reset`) is waited for: `on_lost` hears of it, the feed reconnects as `reconnect_delays` says, and
+    `on_back` gets the seconds it was away; what was committed meanwhile is not delivered.
     """
+    deadline = None if seconds is None else time.monotonic() + seconds
     with Realtime(database_url, publication, poll_interval=poll_interval) as realtime:
         realtime.subscribe(who, tables=list(tables) or None, event=event, filter=filter)
         if on_listening is not None:
             on_listening()
-        for _subscriber, item in realtime.stream(seconds):
-            yield item
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for _subscriber, item in realtime.stream(remaining):
+                    yield item
+                return
+            except FeedLost as error:
+                if on_lost is not None:
+                    on_lost(error)
+                lost_at = time.monotonic()
+                if not _reconnect(realtime, deadline):
+                    return
+                if on_back is not None:
+                    on_back(time.monotonic() - lost_at)
+
+
+def _reconnect(realtime: Realtime, deadline: float | None) -> bool:
+    """Reconnect, backing off, until it works (True) or the deadline passes (False)."""
+    delays = reconnect_delays()
+    while True:
+        delay = next(delays)
+        if deadline is not None and time.monotonic() + delay > deadline:
+            return False
+        time.sleep(delay)
+        try:
+            realtime.reconnect()
+            return True
+        except (KitError, psycopg.Error):  # still away, or going away again: try later
+            continue
 
 
 def render_event(event: Event, output_format: str = "jsonl") -> str:

@@ -39,7 +39,7 @@ from .authorisation import TABLES_PER_CALL, Authoriser, Function
 from .catalog import TablePlan
 from .decoding import UNCHANGED_TOAST, Change, as_text
 from .events import NO_KEY, UNAUTHORIZED, EventBuilder, Values
-from .feed import ChangeFeed
+from .feed import ChangeFeed, FeedLost, lost
 from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
@@ -252,6 +252,10 @@ class Delivery:
                     events[position, role, error] = event
                 poll.events[s][position] = Delivered(event, poll.answered(group, position, error))
 
+    def connections(self) -> list[psycopg.Connection]:
+        """The lanes' own connections (not the first, the `Realtime`'s)."""
+        return [lane.conn for lane in self.lanes[1:]]
+
     def close(self) -> None:
         """Close the lanes' own connections (not the first, the `Realtime`'s)."""
         if self._pool is not None:
@@ -283,8 +287,8 @@ def _call(lane: Authoriser, function: Function, share: list[int], arguments: lis
         for i in share:
             try:
                 rows += run([i])
-            except psycopg.OperationalError as lost:
-                raise _lost(lost) from None
+            except psycopg.OperationalError as gone:
+                raise _lost(gone) from None
             except psycopg.Error:  # an error is no permission: that subscriber receives nothing
                 failed.append(poll.subscribers[i].name)
         log.warning("realtime: %d subscriber(s) receive nothing of this batch (%s): %s", len(failed),
@@ -292,8 +296,6 @@ def _call(lane: Authoriser, function: Function, share: list[int], arguments: lis
         return rows
 
 
-def _lost(error: psycopg.Error) -> KitError:
-    """A lost connection ends the change feed: the batch is consumed from the slot, so going on would drop its
-    events."""
-    return KitError(f"realtime lost a connection while authorising a batch ({one_line(error)}): stopping "
-                    "rather than dropping its events")
+def _lost(error: psycopg.Error) -> FeedLost:
+    """A lost connection ends the poll: its batch is consumed from the slot and cannot be authorised."""
+    return lost("a connection while authorising a batch", error)

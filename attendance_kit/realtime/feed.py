@@ -28,6 +28,11 @@ POLL_INTERVAL = 0.1
 MAX_MESSAGES_PER_POLL = 20_000
 
 
+class FeedLost(KitError):
+    """The change feed lost its database (a restart, `db reset`, a terminated connection): its temporary slot is gone,
+    and with it whatever was committed until a new one exists. `Realtime.reconnect` makes the new one."""
+
+
 class ChangeFeed:
     """A temporary pgoutput slot on the change feed's own connection, read by polling; closes with the connection."""
 
@@ -83,8 +88,7 @@ class ChangeFeed:
                 [self.slot_name, self.max_messages, ",".join(map(_quoted_name, self.publications))],
             ).fetchall()
         except psycopg.OperationalError as error:
-            raise KitError(f"lost the change feed's connection (its slot is gone with it): {one_line(error)}"
-                           ) from None
+            raise lost("the change feed's connection", error) from None
         changes: list[Change] = []
         for (data,) in rows:
             changes.extend(self.decoder.decode(data))
@@ -122,6 +126,11 @@ class ChangeFeed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def lost(what: str, error: BaseException) -> FeedLost:
+    return FeedLost(f"lost {what} ({one_line(error)}): changes committed until the feed reconnects are not "
+                    "delivered (its temporary slot went with the connection)")
 
 
 def _quoted_name(name: str) -> str:

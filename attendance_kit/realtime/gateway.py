@@ -13,7 +13,9 @@ and only wires the gateway's parts together:
   channels' policy checks among them: topic_policies.py);
 - fanout.py: each poll's deliveries, and its broadcasts from the database (broadcasts.py), as frames.
 
-A change feed that cannot go on stops the gateway (its error is `serve`'s) rather than leave it hanging.
+A database that goes away (a restart, `db reset`) is waited for: the sockets stay, and channels with
+postgres_changes are subscribed again once it is back (worker.py, channel_state.py). A change feed that fails otherwise
+stops the gateway (its error is `serve`'s) rather than leave it hanging.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from . import protocol
 from .admission import Connect, check_connect
 from .broadcasts import PUBLICATION as BROADCAST_PUBLICATION
 from .broadcasts import Broadcast
-from .channel_state import Channel, ChannelState, CheckPolicies, Client, Command, Output, Subscribe
+from .channel_state import Channel, ChannelState, CheckPolicies, Client, Command, DatabaseUnavailable, Output, Subscribe
 from .fanout import broadcast_frames, change_frames
 from .feed import POLL_INTERVAL
 from .protocol import BadFrame
@@ -98,6 +100,8 @@ class Gateway:
         self._worker = DatabaseWorker(self.database_url, self.publication, self.broadcast_publication,
                                       self.poll_interval, on_delivered=self._soon(self._deliver),
                                       on_broadcasts=self._soon(self._broadcast), on_done=self._soon(self._done),
+                                      on_lost=self._soon(lambda _loss: self.state.feed_lost()),
+                                      on_back=self._soon(lambda: self._apply(self.state.feed_back())),
                                       on_failure=self._soon(self._fail))
         self._worker.start()
         await asyncio.to_thread(self._worker.ready.wait)
@@ -240,10 +244,11 @@ class Gateway:
                 transport.queue(frame)
 
     def _done(self, command: Command | Reconcile, result: Any, error: Exception | None) -> None:
+        unavailable = isinstance(error, DatabaseUnavailable)  # the channel state hears of it as a whole
         if isinstance(command, Subscribe):
             self._apply(self.state.subscription_done(command, error))
         elif isinstance(command, CheckPolicies):
-            if error is not None:  # a policy that raised: this user is refused, nobody else
+            if error is not None and not unavailable:  # a policy that raised: this user is refused, nobody else
                 log.warning("realtime gateway: RlsPolicyError on %s: %s", command.channel.sub_topic, one_line(error))
             self._apply(self.state.policies_checked(command, result, error))
         elif isinstance(command, Reconcile):
@@ -251,7 +256,7 @@ class Gateway:
                 self._reconciled.set_exception(error)
             else:
                 self._reconciled.set_result(None)
-        elif error is not None:
+        elif error is not None and not unavailable:
             log.warning("realtime gateway: %s", one_line(error))
 
     def _fail(self, error: Exception) -> None:

@@ -9,7 +9,14 @@ hands each poll's deliveries on, per channel, and the poll's broadcasts from the
 on the same slot), in commit order.
 
 It knows nothing of asyncio: what it has to say, it says through the callables it is given (run on its own
-thread; gateway.py moves them onto the event loop). A poll that fails ends it, through `on_failure`.
+thread; gateway.py moves them onto the event loop).
+
+A database that goes away (a restart, `db reset`, a terminated connection: `FeedLost`, or a command's lost
+connection) does not end it: it says so (`on_lost`), answers commands `DatabaseUnavailable` meanwhile, reconnects
+as `reconnect_delays` says (a new slot: what was committed meanwhile is lost, as in Supabase), takes back its
+counts in websocket_channels and says so (`on_back`); the channel state then subscribes and counts the open
+channels again. It logs each change of state once, never each attempt. Anything else that fails ends it
+(`on_failure`).
 """
 
 from __future__ import annotations
@@ -27,8 +34,18 @@ import psycopg
 from ..errors import KitError, one_line
 from . import channels, topic_policies
 from .broadcasts import Broadcast
-from .channel_state import Channel, CheckPolicies, Command, CountIn, CountOut, Subscribe, Unsubscribe
-from .client import Realtime
+from .channel_state import (
+    Channel,
+    CheckPolicies,
+    Command,
+    CountIn,
+    CountOut,
+    DatabaseUnavailable,
+    Subscribe,
+    Unsubscribe,
+)
+from .client import Realtime, reconnect_delays
+from .feed import FeedLost, lost
 from .subscriptions import Delivered, Subscriber
 
 log = logging.getLogger(__package__)
@@ -50,6 +67,7 @@ class DatabaseWorker(threading.Thread):
     def __init__(self, database_url: str | None, publication: str, broadcasts: str | None, poll_interval: float, *,
                  on_delivered: Callable[[Delivery], None], on_broadcasts: Callable[[list[Broadcast]], None],
                  on_done: Callable[[Command | Reconcile, Any, Exception | None], None],
+                 on_lost: Callable[[FeedLost], None], on_back: Callable[[], None],
                  on_failure: Callable[[Exception], None]) -> None:
         """`on_done` gets each command's result (a policy check's `Allowed`; else None) or its error."""
         super().__init__(name="kit-realtime-database-worker", daemon=True)
@@ -59,6 +77,7 @@ class DatabaseWorker(threading.Thread):
         self.error: BaseException | None = None
         self._on_delivered, self._on_broadcasts = on_delivered, on_broadcasts
         self._on_done, self._on_failure = on_done, on_failure
+        self._on_lost, self._on_back = on_lost, on_back
         self._commands: queue.SimpleQueue[Command | Reconcile | None] = queue.SimpleQueue()  # None: stop
         self._gateway = ""  # whose counts websocket_channels' bookkeeping holds (`Reconcile` names it)
         self._subscriber_of: dict[Channel, Subscriber] = {}
@@ -82,31 +101,63 @@ class DatabaseWorker(threading.Thread):
             self.ready.set()
             return
         self.ready.set()
-        with realtime:
-            try:
-                self._serve(realtime)
-            except Exception as error:  # the feed cannot go on: the gateway stops rather than hang
-                log.error("realtime gateway: the change feed failed: %s", one_line(error))
-                self._on_failure(error)
-            finally:
-                self._drop_queued()
+        try:
+            while (loss := self._serve(realtime)) is not None:
+                if not self._recover(realtime, loss):
+                    return
+        except Exception as error:  # not the database going away: a fault the gateway cannot serve through
+            log.error("realtime gateway: the change feed failed: %s", one_line(error))
+            self._on_failure(error)
+        finally:
+            realtime.close()
+            self._drop_queued()
 
-    def _serve(self, realtime: Realtime) -> None:
+    def _serve(self, realtime: Realtime) -> FeedLost | None:
         """Poll, hand the deliveries on, run the commands queued meanwhile (waiting for more as long as
-        `next_poll_in` says); again, until told to stop."""
-        while True:
-            started = time.monotonic()
-            delivered, broadcasts = realtime.poll_routed()
-            batch = [(self._channel_of[s], d) for s, d in delivered.items() if s in self._channel_of]
-            if batch:
-                self._on_delivered(batch)
-            if broadcasts:
-                self._on_broadcasts(broadcasts)
-            if not self._run_commands(realtime, wait=realtime.next_poll_in(started)):
-                return
+        `next_poll_in` says); again, until told to stop (None) or the database goes away (why)."""
+        try:
+            while True:
+                started = time.monotonic()
+                delivered, broadcasts = realtime.poll_routed()
+                batch = [(self._channel_of[s], d) for s, d in delivered.items() if s in self._channel_of]
+                if batch:
+                    self._on_delivered(batch)
+                if broadcasts:
+                    self._on_broadcasts(broadcasts)
+                if not self._run_commands(realtime, wait=realtime.next_poll_in(started)):
+                    return None
+        except FeedLost as loss:
+            return loss
 
-    def _run_commands(self, realtime: Realtime, wait: float) -> bool:
-        """Run the queued commands, waiting up to `wait` for the first; False once told to stop."""
+    def _recover(self, realtime: Realtime, loss: FeedLost) -> bool:
+        """Without a database: commands answered unavailable, reconnecting as `reconnect_delays` says; True once
+        back (counts taken back, `on_back` said), False if told to stop meanwhile."""
+        log.warning("realtime gateway: %s; reconnecting (every 0.1 s, doubling to 5 s)", loss)
+        realtime.close()
+        realtime.subscribers.clear()
+        self._subscriber_of.clear()
+        self._channel_of.clear()
+        self._counted.clear()
+        self._on_lost(loss)
+        lost_at, delays = time.monotonic(), reconnect_delays()
+        while True:
+            if not self._run_commands(None, wait=next(delays)):
+                return False
+            try:
+                realtime.reconnect()
+                if self._gateway:
+                    channels.reconcile(realtime.conn, self._gateway)
+            except (KitError, psycopg.Error):  # still away (or away again): the next attempt, later
+                continue
+            log.warning("realtime gateway: the database is back after %.1f s; subscribing the channels again",
+                        time.monotonic() - lost_at)
+            self._on_back()
+            return True
+
+    def _run_commands(self, realtime: Realtime | None, wait: float) -> bool:
+        """Run the queued commands, waiting up to `wait` for the first; False once told to stop. Without a
+        database (`realtime` None) each is answered `DatabaseUnavailable`; a command whose connection is lost
+        raises `FeedLost` (after its caller hears the same)."""
         deadline = time.monotonic() + wait
         while True:
             timeout = deadline - time.monotonic()
@@ -117,10 +168,20 @@ class DatabaseWorker(threading.Thread):
             deadline = 0.0  # after the first, only what is queued already
             if command is None:
                 return False
+            if realtime is None:
+                self._on_done(command, None, DatabaseUnavailable())
+                continue
             result, error = None, None
             try:
+                realtime.reopen_lost_connections()
                 result = self._run(realtime, command)
+            except FeedLost:  # the database is away
+                self._on_done(command, None, DatabaseUnavailable())
+                raise
             except Exception as failure:  # the command's outcome; it never ends the worker
+                if realtime.conn.broken:  # but its connection is gone, and so, for now, is the database
+                    self._on_done(command, None, DatabaseUnavailable())
+                    raise lost("the gateway's database connection", failure) from None
                 error = failure
             self._on_done(command, result, error)
 
