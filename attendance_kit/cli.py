@@ -195,11 +195,14 @@ def bench_gateway(args: argparse.Namespace) -> None:
     from .bench import broadcast, gateway  # the websockets client: loaded only for this command
 
     if args.broadcast:
-        result = broadcast.broadcast(clients=args.clients or 10_000, rate=args.rate or 1_000, seconds=args.seconds,
-                                     database_url=args.database_url)
+        result = broadcast.broadcast(clients=args.clients or 10_000, rate=args.rate or 1_000,
+                                     seconds=args.seconds or 5.0, database_url=args.database_url)
+    elif args.soak:
+        result = gateway.soak(clients=args.clients or 500, rate=args.rate or 1_000, seconds=args.seconds or 300.0,
+                              database_url=args.database_url)
     else:
         result = gateway.gateway(clients=args.clients or 500, rates=(args.rate,) if args.rate else (1000, 3000),
-                                 seconds=args.seconds, database_url=args.database_url)
+                                 seconds=args.seconds or 5.0, database_url=args.database_url)
     print(bench.render(result, args.format))
 
 
@@ -288,9 +291,11 @@ def parser() -> argparse.ArgumentParser:
          ("--runs", int, 101, "alternating runs per query (medians)")),
         ("gateway", "500 WebSocket clients through the Realtime gateway vs the realtime client in-process, same "
                     "load (--broadcast: 10,000 in lectures, Broadcast from Database vs postgres_changes)",
-         bench_gateway, ("--seconds", float, 5.0, "how long each load runs"),
+         bench_gateway, ("--seconds", float, None, "how long each load runs (default: 5; with --soak 300)"),
          ("--broadcast", bool, False, "private lecture topics, Broadcast from Database and Presence, beside "
                                       "postgres_changes at the same load"),
+         ("--soak", bool, False, "one long run (500 clients, 1,000/s, 5 minutes): the gateway's resident memory at "
+                                 "the start, each minute and the end"),
          ("--clients", int, None, "WebSocket clients (default: 500; with --broadcast 10,000)"),
          ("--rate", int, None, "changes/s offered (default: 1,000 then 3,000; with --broadcast 1,000 check-ins/s)")),
     ]

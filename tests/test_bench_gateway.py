@@ -1,4 +1,4 @@
-"""`./kit bench gateway --broadcast`, tiny: its figures' shape, and nothing lost or misdelivered on either path."""
+"""`./kit bench gateway --broadcast` and `--soak`, tiny: their figures' shape, and nothing lost or misdelivered."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ def test_a_stray_delivery_is_counted_as_misdelivered() -> None:
 def test_too_few_clients_is_one_line() -> None:
     assert_one_line_error(kit("bench", "gateway", "--broadcast", "--clients", "2"), "--clients 2",
                           "at least 4 clients")
+
+
+def test_the_soak_reads_the_gateway_s_memory_at_its_start_and_end_and_loses_nothing(server) -> None:
+    result = kit("bench", "gateway", "--soak", "--clients", "5", "--rate", "100", "--seconds", "1.5",
+                 "--database-url", server.url, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)["5 subscribers @ 100/s for 1.5 s"]
+    assert run["teacher_lost"] == 0 and run["changes_per_s"] > 0 and 0 < run["p50_ms"] <= run["p95_ms"]
+    assert list(run["resident_kib"]) == ["start", "end"] and min(run["resident_kib"].values()) > 10_000
+    assert run["deliveries"] > run["offered_changes_per_s"]  # the teacher's every change, and each student's own

@@ -8,6 +8,10 @@ a distinct user with its own token. The clients are lean: they speak the frames 
 Latency is the client's receive time minus the commit timestamp (one machine, one clock). Memory per idle
 connection is the gateway process's resident memory with N clients joined and subscribed, less its memory before
 they connected, over N.
+
+`soak` runs one load for minutes through the gateway and reads its resident memory at the start, each minute and
+at the end: a leak shows as growth the load does not explain. Only the teacher's latencies are kept then (every
+change reaches her), the others' deliveries counted.
 """
 
 from __future__ import annotations
@@ -114,9 +118,11 @@ class _Client:
     """A lean client: connects with its token, joins one channel for both tables, records each change's
     latency."""
 
-    def __init__(self, url: str, claims: dict[str, Any]) -> None:
+    def __init__(self, url: str, claims: dict[str, Any], *, timed: bool = True) -> None:
+        """`timed`: keep each change's latency (else only count the changes)."""
         self.token = sign({**claims, "exp": int(time.time()) + 3600})
         self.url = f"{url}?apikey={self.token}&vsn=1.0.0"
+        self.timed = timed
         self.latencies: list[float] = []
         self.changes = 0
         self.subscribed = asyncio.Event()
@@ -133,14 +139,17 @@ class _Client:
         async for frame in self.ws:
             message = json.loads(frame)
             if message["event"] == "postgres_changes":
-                self.latencies.append(time.time() - commit_time(message["payload"]["data"]))
+                if self.timed:
+                    self.latencies.append(time.time() - commit_time(message["payload"]["data"]))
                 self.changes += 1
             elif message["event"] == "system" and message["payload"]["status"] == "ok":
                 self.subscribed.set()
 
 
-async def _connected(served: Served, load: Load, count: int) -> tuple[list[_Client], list[asyncio.Task[None]]]:
-    clients = [_Client(served.url, claims) for claims in load.claims[:count]]
+async def _connected(served: Served, load: Load, count: int, *, timed: bool = True
+                     ) -> tuple[list[_Client], list[asyncio.Task[None]]]:
+    """`count` clients joined and subscribed; the first (the teacher) always timed, the others if `timed`."""
+    clients = [_Client(served.url, claims, timed=timed or i == 0) for i, claims in enumerate(load.claims[:count])]
     for i, client in enumerate(clients):
         await client.join(f"realtime:bench-{i}")
     readers = [asyncio.create_task(client.read()) for client in clients]
@@ -190,3 +199,45 @@ async def _settled(client: _Client) -> None:
     while client.changes != seen:
         seen = client.changes
         await asyncio.sleep(0.5)
+
+
+def soak(clients: int = 500, rate: int = 1000, seconds: float = 300.0, database_url: str | None = None
+         ) -> dict[str, Any]:
+    """One load for `seconds` through the gateway: what was delivered, and the gateway's resident memory at the
+    start (clients joined, warmed up), each minute and at the end."""
+    with Load(database_url, changes=rate * seconds * 1.2) as load:
+        result = load.describe(seconds)
+        with Served(load.url) as served:
+            result[f"{clients} subscribers @ {rate}/s for {seconds:g} s"] = asyncio.run(
+                _soak(served, load, clients, rate, seconds))
+        result["target"] = "resident memory at the end within noise of the start (no leak)"
+        return result
+
+
+async def _soak(served: Served, load: Load, count: int, rate: int, seconds: float) -> dict[str, Any]:
+    clients, readers = await _connected(served, load, count, timed=False)
+    ada = clients[0]
+    resident = {}
+    with Writer(load.url, rate, seconds, load.checkins) as writer:
+        await asyncio.to_thread(writer.write)
+        await _settled(ada)
+        ada.latencies.clear()
+        ada.changes = 0
+        resident["start"] = served.resident_kib()
+        writer.start()
+        started = time.monotonic()
+        while writer.is_alive():
+            await asyncio.sleep(1)
+            minute = int((time.monotonic() - started) // 60)
+            if minute and f"{minute} min" not in resident:
+                resident[f"{minute} min"] = served.resident_kib()
+        elapsed = time.monotonic() - started
+        await _settled(ada)
+        resident["end"] = served.resident_kib()
+    await closed(clients, readers)
+    run = figures(writer, ada.changes, elapsed, ada.latencies)
+    run["teacher_lost"] = writer.changes - ada.changes
+    run["deliveries"] = sum(client.changes for client in clients)
+    run["resident_kib"] = resident
+    run["resident_growth_percent"] = round(100 * (resident["end"] - resident["start"]) / resident["start"], 1)
+    return run
