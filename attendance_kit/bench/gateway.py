@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from ..realtime.tokens import sign
 from .realtime import Load, Writer, commit_time, figures, in_process
 
 TABLES = ("attendance_records", "session_analytics")
+HEARTBEAT_INTERVAL = 25.0  # seconds: realtime-js's and the Python client's
 
 
 def gateway(clients: int = 500, rates: tuple[int, ...] = (1000, 3000), seconds: float = 5.0,
@@ -135,6 +137,23 @@ class _Client:
             "config": {"postgres_changes": entries}, "access_token": self.token}}))
 
     async def read(self) -> None:
+        """Until the socket closes, beating the heart as Supabase's clients do (the gateway closes a socket silent
+        for 60 s)."""
+        assert self.ws is not None
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            await self._read()
+        finally:
+            beating.cancel()
+
+    async def _heartbeat(self) -> None:
+        assert self.ws is not None
+        for ref in itertools.count(1):
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await self.ws.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {},
+                                           "ref": f"hb-{ref}"}))
+
+    async def _read(self) -> None:
         assert self.ws is not None
         async for frame in self.ws:
             message = json.loads(frame)
