@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import secrets
 import signal
 import subprocess
@@ -400,6 +401,28 @@ def test_a_lost_slot_is_feed_lost_and_reconnect_keeps_the_subscribers_while_anot
         second = realtime.poll()
     assert [str(e["record"]["student_id"]) for e in first[ada]] == [SAM.id]
     assert [str(e["record"]["student_id"]) for e in second[ada]] == [UMA.id]
+
+
+def test_connections_past_file_descriptor_1024_are_watched_as_the_rest(conn: psycopg.Connection,
+                                                                       db_url: str) -> None:
+    """A gateway with thousands of sockets holds descriptors past select()'s FD_SETSIZE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this machine allows {hard} open files; the test needs 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        open_sessions(conn)
+        with Realtime(db_url) as realtime:
+            ada = realtime.subscribe(ADA.email, tables=["attendance_records"])
+            assert realtime.conn.fileno() > 1024
+            check_in(conn, SAM.email, ENGINES_LECTURE)
+            delivered = realtime.poll()
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [str(e["record"]["student_id"]) for e in delivered[ada]] == [SAM.id]
 
 
 def test_a_policy_failing_for_one_subscriber_costs_that_subscriber_alone_and_delivery_goes_on(

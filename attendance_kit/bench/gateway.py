@@ -35,7 +35,7 @@ import websockets
 
 from ..errors import KitError
 from ..realtime.tokens import sign
-from .realtime import Load, Writer, commit_time, figures, in_process
+from .realtime import STUDENTS, Load, Writer, commit_time, figures, in_process
 
 TABLES = ("attendance_records", "session_analytics")
 HEARTBEAT_INTERVAL = 25.0  # seconds: realtime-js's and the Python client's
@@ -45,7 +45,7 @@ def gateway(clients: int = 500, rates: tuple[int, ...] = (1000, 3000), seconds: 
             database_url: str | None = None, runs: int = 2) -> dict[str, Any]:
     """Per rate, `runs` alternating pairs (the gateway, then the feed in-process; the table grows as they go),
     and the ratio of their median p95s."""
-    with Load(database_url, changes=sum(rates) * seconds * 2 * runs) as load:
+    with Load(database_url, changes=sum(rates) * seconds * 2 * runs, students=max(STUDENTS, clients - 1)) as load:
         result = load.describe(seconds)
         with Served(load.url) as served:
             result["gateway_idle_kib_per_connection"] = asyncio.run(_idle_memory(served, load, clients))
@@ -224,7 +224,7 @@ def soak(clients: int = 500, rate: int = 1000, seconds: float = 300.0, database_
          ) -> dict[str, Any]:
     """One load for `seconds` through the gateway: what was delivered, and the gateway's resident memory at the
     start (clients joined, warmed up), each minute and at the end."""
-    with Load(database_url, changes=rate * seconds * 1.2) as load:
+    with Load(database_url, changes=rate * seconds * 1.2, students=max(STUDENTS, clients - 1)) as load:
         result = load.describe(seconds)
         with Served(load.url) as served:
             result[f"{clients} subscribers @ {rate}/s for {seconds:g} s"] = asyncio.run(

@@ -46,10 +46,11 @@ def realtime(subscribers: Sequence[int] = (1, 100, 500), rates: Sequence[int] = 
 
 
 class Load:
-    """A scratch database (created, migrated, dropped at the end) with Ada and 499 invited students, enough live
-    sessions for `changes`, the subscribers' claims (Ada's first) and the check-ins to come."""
+    """A scratch database (created, migrated, dropped at the end) with Ada and `students` invited students (499 by
+    default), enough live sessions for `changes`, the subscribers' claims (Ada's first) and the check-ins to come."""
 
-    def __init__(self, database_url: str | None, changes: float) -> None:
+    def __init__(self, database_url: str | None, changes: float, students: int = STUDENTS) -> None:
+        self.students = students
         self._scratch = scratch_database(database_url, "all", demo_data=True)
         self.url = self._scratch.__enter__()
         try:
@@ -62,7 +63,7 @@ class Load:
 
     def populate(self, conn: psycopg.Connection, changes: float) -> None:
         """The users and sessions; `checkins` (session, student) to come and the subscribers' `claims`."""
-        sessions = _populate(conn, sessions=-(-int(changes * 1.5) // STUDENTS))
+        sessions = _populate(conn, self.students, sessions=-(-int(changes * 1.5) // self.students))
         students = [row[0] for row in conn.execute(
             "select id from public.student_profiles where student_number like 'B-%' order by id")]
         self.checkins = ((session, student) for session in sessions for student in students)
@@ -99,10 +100,10 @@ def claims_for(user_id: str | uuid.UUID, email: str) -> dict[str, Any]:
     return claims
 
 
-def _populate(conn: psycopg.Connection, sessions: int) -> list[str]:
-    """499 students in Ada's group and `sessions` live sessions of her course; returns the sessions' ids."""
+def _populate(conn: psycopg.Connection, students: int, sessions: int) -> list[str]:
+    """`students` in Ada's group and `sessions` live sessions of her course; returns the sessions' ids."""
     conn.execute("insert into auth.users (id, email) select gen_random_uuid(), "
-                 "'bench-' || g || '@attendance-kit.test' from generate_series(1, %s) g", [STUDENTS])
+                 "'bench-' || g || '@attendance-kit.test' from generate_series(1, %s) g", [students])
     conn.execute("insert into public.profiles (id, full_name, role) "
                  "select id, 'Bench Student', 'student' from auth.users where email like 'bench-%'")
     conn.execute("insert into public.student_profiles (id, group_id, student_number) "

@@ -188,7 +188,9 @@ def _ended(conn: psycopg.Connection) -> bool:
     then EOF) and a trivial statement failing; a notice would make it readable too, and pass."""
     if conn.closed:
         return True
-    if not select.select([conn.fileno()], [], [], 0)[0]:
+    readable = select.poll()  # not select.select: a gateway's descriptors go past FD_SETSIZE (1024)
+    readable.register(conn.fileno(), select.POLLIN)
+    if not readable.poll(0):
         return False
     try:
         conn.execute("select 1")
