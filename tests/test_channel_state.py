@@ -12,9 +12,8 @@ import pytest
 
 from attendance_kit.realtime import protocol
 from attendance_kit.realtime.broadcasts import Broadcast
-from attendance_kit.realtime.channel_state import (
+from attendance_kit.realtime.channel_model import (
     Channel,
-    ChannelState,
     CheckPolicies,
     Client,
     CountIn,
@@ -24,6 +23,7 @@ from attendance_kit.realtime.channel_state import (
     Subscribe,
     Unsubscribe,
 )
+from attendance_kit.realtime.channel_state import ChannelState
 from attendance_kit.realtime.fanout import broadcast_frames, change_frames
 from attendance_kit.realtime.protocol import Message
 from attendance_kit.realtime.subscriptions import ChannelRefused, Delivered
@@ -100,7 +100,7 @@ def test_a_join_with_a_bad_token_is_refused_with_supabase_s_reason(state: Channe
     assert [m.payload for m in sent(expired) + sent(forged)] == [
         {"status": "error", "response": {"reason": "InvalidJWTToken: Token has expired 10 seconds ago"}},
         {"status": "error", "response": {"reason": "JwtSignatureError: Failed to validate JWT signature"}}]
-    assert ada.channels == {} and state.topics == {}
+    assert ada.channels == {} and state.topics.channels == {}
     assert expired.commands == [] and expired.expiries == []
 
 
@@ -133,7 +133,7 @@ def test_joining_again_closes_the_first_channel_and_replaces_it(state: ChannelSt
     first = joined(state, ada, LOBBY, changes(ENTRY), ref="1")
     out = state.receive(ada, join(LOBBY, "2", changes(ENTRY)), NOW)
     second = ada.channels[LOBBY]
-    assert second is not first and not first.open and state.topics[LOBBY] == {second}
+    assert second is not first and not first.open and state.topics.channels[LOBBY] == {second}
     assert [(m.event, m.ref, m.join_ref) for m in sent(out)] == [("phx_close", "1", "1"), ("phx_reply", "2", "2")]
     assert out.commands == [Unsubscribe(first), CountOut(first, SESSION, "lobby"), CountIn(second, SESSION, "lobby"),
                             Subscribe(second, second.claims, [ENTRY], True)]
@@ -166,7 +166,7 @@ def test_a_leave_is_answered_then_the_channel_closed_unsubscribed_and_counted_ou
                          Message(LOBBY, "phx_close", {}, "1", "1")]
     assert out.commands == [Unsubscribe(channel), CountOut(channel, SESSION, "lobby")]
     assert out.expiries == [(channel, None)]
-    assert ada.channels == {} and state.topics == {} and not channel.open
+    assert ada.channels == {} and state.topics.channels == {} and not channel.open
 
 
 def test_a_refreshed_token_resubscribes_with_its_claims_and_moves_the_expiry(state: ChannelState,
@@ -246,7 +246,7 @@ def test_a_flood_shuts_every_channel_of_the_socket_down(state: ChannelState, ada
     assert [(m.topic, m.event, m.payload.get("message")) for m in sent(out)] == [
         ("realtime:a", "system", "Too many messages per second"), ("realtime:a", "phx_close", None),
         (LOBBY, "system", "Too many messages per second"), (LOBBY, "phx_close", None)]
-    assert ada.channels == {} and state.topics == {}
+    assert ada.channels == {} and state.topics.channels == {}
 
 
 def test_a_socket_that_ends_drops_its_channels_without_a_word(state: ChannelState, ada: Client) -> None:
@@ -255,7 +255,7 @@ def test_a_socket_that_ends_drops_its_channels_without_a_word(state: ChannelStat
     others = joined(state, sam, LOBBY)
     out = state.disconnect(ada)
     assert out.messages == [] and out.commands == [Unsubscribe(channel), CountOut(channel, SESSION, "lobby")]
-    assert state.topics == {LOBBY: {others}}
+    assert state.topics.channels == {LOBBY: {others}}
 
 
 def test_the_fan_out_writes_a_frame_per_channel_per_change_with_the_ids_of_the_entries_it_answers() -> None:
@@ -317,7 +317,7 @@ def test_a_private_join_that_may_read_nothing_or_whose_policy_raised_is_refused_
     for out in (refused, failed):
         (answer,) = sent(out)
         assert answer.payload == {"status": "error", "response": {"reason": UNAUTHORIZED}} and out.commands == []
-    assert ada.channels == {} and ada.joining == {} and state.topics == {}
+    assert ada.channels == {} and ada.joining == {} and state.topics.channels == {}
 
 
 def test_a_private_join_left_or_replaced_before_its_answer_is_not_joined(state: ChannelState, ada: Client) -> None:

@@ -39,7 +39,7 @@ carries what they deliver to Supabase's own clients.
   - protocol.py: the frames, in both of Supabase's serializers;
   - channel_state.py: the channels as a state machine without I/O: messages, the database worker's answers and
     expiries in; messages, database commands and timers out (its data in channel_model.py, who is present in
-    presence.py);
+    presence.py, which channels a topic's messages reach in topics.py);
   - topic_policies.py: private channels (Realtime Authorization): what the RLS policies on `realtime.messages`
     let a user read and write on a topic, asked with probe rows as Supabase asks them;
   - broadcasts.py: Broadcast from Database: the rows committed to `realtime.messages`, read on the change feed's

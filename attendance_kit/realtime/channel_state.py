@@ -6,33 +6,17 @@ the database worker and the channels' expiry timers to set or cancel. Time comes
 so the whole protocol is tested with no network, no thread and no clock (tests/test_channel_state.py); gateway.py
 does the sending, the waiting and the timing.
 
-The inputs:
-- `connect` / `disconnect`: a socket came (with its connect token, already checked) or went.
-- `receive`: a decoded message: `heartbeat`, `phx_join`, `phx_leave`, `access_token` (a refreshed token),
-  `broadcast`, `presence` (track, untrack). A message for a topic the socket has not joined is answered
-  `unmatched topic`.
-- `subscription_done`: the database worker's answer to a `Subscribe`: done, or refused (with Supabase's reason)
-  or failed (with what went wrong).
-- `policies_checked`: its answer to a `CheckPolicies` (a private channel's RLS policies, Realtime Authorization):
-  at the join, the channel joins if it may read broadcasts or presence, else is refused with Supabase's reason; at
-  a refreshed token, a channel that may no longer read is shut down; the write check, asked at the first broadcast
-  or track and then kept, lets them through, or drops a broadcast silently and refuses a track, as Supabase does.
-- `database_broadcasts`: Broadcast from Database, the channels each committed message reaches.
-- `expire`: a channel's token has expired.
-- `flooded`: the socket sent more than Supabase's rate.
-- `feed_lost` / `feed_back`: the database worker lost its database, or has it again. As in Supabase, nothing is
-  said at the loss (a system error would make Supabase's Python client rejoin, and the rejoin close its channel);
-  at the return every open channel is subscribed ("Subscribed to PostgreSQL" again) and counted again. What was
-  committed between the two is not delivered (a temporary slot, as Supabase's). Broadcast and Presence between
-  clients go on meanwhile; a private join, which needs the policies, is refused until the return.
+The inputs, each a method: a socket's `connect`, `disconnect` and `receive`d messages (`heartbeat`, `phx_join`,
+`phx_leave`, `access_token`, `broadcast`, `presence`); the database worker's answers (`subscription_done`,
+`policies_checked`: Realtime Authorization), its news (`feed_lost`, `feed_back`) and its `database_broadcasts`;
+the timers' (`expire`) and the transport's (`flooded`).
 
-Who is present is presence.py's; here, who may see it: a public channel, or a private one that may read presence.
+Who is present is presence.py's, which channels a topic's messages reach topics.py's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 
 from ..errors import one_line
@@ -44,7 +28,6 @@ from .channel_model import (
     Channel,
     CheckPolicies,
     Client,
-    Command,
     CountIn,
     CountOut,
     DatabaseUnavailable,
@@ -56,9 +39,7 @@ from .presence import Presence
 from .protocol import Message, reply
 from .tokens import TokenRefused, check_token
 from .topic_policies import Allowed
-
-__all__ = ["Channel", "ChannelState", "CheckPolicies", "Client", "Command", "CountIn", "CountOut",
-           "DatabaseUnavailable", "Output", "Subscribe", "Unsubscribe"]
+from .topics import Topics
 
 MAX_CHANNELS_PER_SOCKET = 100  # Supabase's max_channels_per_client
 
@@ -69,7 +50,7 @@ class ChannelState:
     def __init__(self, jwt_secret: str, max_channels: int = MAX_CHANNELS_PER_SOCKET) -> None:
         self.jwt_secret = jwt_secret
         self.max_channels = max_channels
-        self.topics: dict[str, set[Channel]] = defaultdict(set)
+        self.topics = Topics()
         self.presence = Presence()
         self.database_up = True  # the database worker's news: feed_lost, feed_back
 
@@ -125,7 +106,11 @@ class ChannelState:
         return out
 
     def policies_checked(self, command: CheckPolicies, allowed: Allowed | None, error: Exception | None) -> Output:
-        """What the policies allow (`allowed`), or that asking failed (`error`: a policy raised; no permission)."""
+        """What the policies allow (`allowed`), or that asking failed (`error`: a policy raised, no permission; or
+        the database is away). At the join the channel joins if it may read broadcasts or presence, else is refused
+        with Supabase's reason; at a refreshed token a channel that may no longer read is shut down; the write check,
+        asked at the first broadcast or track and then kept, lets them through, or drops a broadcast silently and
+        refuses a track, as Supabase does."""
         out = Output()
         channel = command.channel
         read = {} if allowed is None else allowed.read
@@ -154,9 +139,8 @@ class ChannelState:
         """Each committed message with each channel it reaches: joined to its topic, of its privacy, and (private)
         allowed to read broadcasts when it joined or last refreshed its token. In commit order per channel."""
         for broadcast in broadcasts:
-            for channel in self.topics.get(f"realtime:{broadcast.topic}", ()):
-                if channel.private == broadcast.private and channel.may_read("broadcast"):
-                    yield channel, broadcast
+            for channel in self.topics.database_broadcast(broadcast):
+                yield channel, broadcast
 
     def expire(self, channel: Channel, now: float) -> Output:
         out = Output()
@@ -165,7 +149,8 @@ class ChannelState:
         return out
 
     def feed_lost(self) -> None:
-        """The database went away: until `feed_back`, joins are neither subscribed nor counted."""
+        """The database went away: until `feed_back`, joins are neither subscribed nor counted. Nothing is said, as
+        in Supabase: a system error would make Supabase's Python client rejoin, and the rejoin close its channel."""
         self.database_up = False
 
     def feed_back(self) -> Output:
@@ -173,12 +158,9 @@ class ChannelState:
         again, checked again against the tables and their policies ("Subscribed to PostgreSQL" once more)."""
         out = Output()
         self.database_up = True
-        for channel in self._open_channels():
+        for channel in self.topics.every_channel():
             self._subscribe_and_count(channel, out)
         return out
-
-    def _open_channels(self) -> list[Channel]:
-        return [channel for channels_of_topic in self.topics.values() for channel in channels_of_topic]
 
     def flooded(self, client: Client) -> Output:
         """Supabase's answer to a flood: each channel shut down with its message (the socket is closed after)."""
@@ -233,7 +215,7 @@ class ChannelState:
     def _open(self, channel: Channel, out: Output) -> None:
         """The join answered ok: the channel counts, subscribes, times out; with presence, its state follows."""
         channel.client.channels[channel.topic] = channel
-        self.topics[channel.topic].add(channel)
+        self.topics.add(channel)
         out.messages.append((channel.client, reply(channel.join, "ok", {
             "postgres_changes": reply_entries(channel.entries, channel.ids)})))
         channel.join = None
@@ -301,10 +283,8 @@ class ChannelState:
             return
         if channel.private and not channel.write.get("broadcast"):
             return
-        for other in self.topics.get(channel.topic, ()):
-            if (other is not channel or channel.broadcast_self) and other.private == channel.private and (
-                    other.may_read("broadcast")):
-                out.messages.append((other.client, Message(channel.topic, "broadcast", message.payload)))
+        for other in self.topics.broadcast_from(channel):
+            out.messages.append((other.client, Message(channel.topic, "broadcast", message.payload)))
         if channel.broadcast_ack:
             out.messages.append((channel.client, reply(message, "ok", {})))
 
@@ -338,9 +318,8 @@ class ChannelState:
         """`presence_diff` to the topic's channels of the same privacy that use presence and may read it."""
         if diff is None:
             return
-        for other in self.topics.get(channel.topic, ()):
-            if other.private == channel.private and other.presence_enabled and other.may_read("presence"):
-                out.messages.append((other.client, Message(channel.topic, "presence_diff", diff)))
+        for other in self.topics.presence_diff_from(channel):
+            out.messages.append((other.client, Message(channel.topic, "presence_diff", diff)))
 
     def _shut_down(self, channel: Channel, reason: str, out: Output) -> None:
         """Supabase's channel shutdown: a system error, then phx_close."""
@@ -360,10 +339,8 @@ class ChannelState:
         out.expiries.append((channel, None))
         if channel.client.channels.get(channel.topic) is channel:
             del channel.client.channels[channel.topic]
-        self.topics[channel.topic].discard(channel)
+        self.topics.discard(channel)
         self._untrack(channel, out)  # its presence leaves, seen by the others
-        if not self.topics[channel.topic]:
-            del self.topics[channel.topic]
         if channel.entries:
             out.commands.append(Unsubscribe(channel))
         session_channel = channels.session_channel(channel.topic)

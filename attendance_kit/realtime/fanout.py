@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from . import protocol
 from .broadcasts import Broadcast
-from .channel_state import Channel, Client
+from .channel_model import Channel, Client
 from .subscriptions import Delivered
 from .wire import wire_json
 

@@ -7,8 +7,8 @@ and only wires the gateway's parts together:
 - admission.py: the connect check before the upgrade (a refusal is HTTP with `{"error": ...}`, as from Supabase);
 - transport.py: each socket's receiving, rate, silence timer and queue of outgoing frames;
 - protocol.py: the frames, in the socket's serializer;
-- channel_state.py: what each message, database result and expired token does, without I/O; its outputs are
-  sent, submitted and timed here;
+- channel_state.py: what each message, database result and expired token does, without I/O (who a topic's
+  messages reach: topics.py); its outputs are sent, submitted and timed here;
 - worker.py: the database worker, the thread that owns the one `Realtime` and runs every database call (private
   channels' policy checks among them: topic_policies.py);
 - fanout.py: each poll's deliveries, and its broadcasts from the database (broadcasts.py), as frames.
@@ -40,7 +40,8 @@ from . import protocol
 from .admission import Connect, check_connect
 from .broadcasts import PUBLICATION as BROADCAST_PUBLICATION
 from .broadcasts import Broadcast
-from .channel_state import Channel, ChannelState, CheckPolicies, Client, Command, DatabaseUnavailable, Output, Subscribe
+from .channel_model import Channel, CheckPolicies, Client, Command, DatabaseUnavailable, Output, Subscribe
+from .channel_state import ChannelState
 from .fanout import broadcast_frames, change_frames
 from .feed import POLL_INTERVAL
 from .protocol import BadFrame

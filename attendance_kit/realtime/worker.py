@@ -34,7 +34,7 @@ import psycopg
 from ..errors import KitError, one_line
 from . import channels, topic_policies
 from .broadcasts import Broadcast
-from .channel_state import (
+from .channel_model import (
     Channel,
     CheckPolicies,
     Command,
