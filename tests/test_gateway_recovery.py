@@ -220,3 +220,29 @@ def test_the_gateway_recovers_from_each_of_its_connections_terminated(conn: psyc
     assert ada.records() == [SAM.id, TESS.id]
     assert system_messages(ada, SUBSCRIBED) == 2 and ada.states == [("SUBSCRIBED", "")]
     assert len(set(backends)) == 4  # each terminated connection was replaced by a new one
+
+
+def test_a_feed_that_falls_behind_says_so_once_and_again_once_it_caught_up(
+        conn: psycopg.Connection, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    open_lectures(conn)
+    conn.execute("create function public.slowly() returns boolean language sql as 'select false from pg_sleep(0.3)'")
+    conn.execute("create policy slowly on attendance_records as restrictive for select to authenticated "
+                 "using (public.slowly() is not null)")  # lets everything through, after 0.3 s a row
+    with Gateway(db_url, port=0, poll_interval=0.05, behind_after=0.2) as gateway:
+        async def scenario() -> Listener:
+            ada = Listener(gateway, token_for(conn, ADA.email))
+            await ada.join()
+            check_in(conn, SAM.email)  # authorised slowly: delivered late
+            await eventually(lambda: len(ada.records()) == 1)
+            conn.execute("drop policy slowly on attendance_records")
+            check_in(conn, TESS.email)
+            await eventually(lambda: len(ada.records()) == 2)
+            await ada.client.close()
+            return ada
+
+        ada = asyncio.run(scenario())
+    said = [record.getMessage() for record in caplog.records if "the change feed " in record.getMessage()]
+    assert ada.records() == [SAM.id, TESS.id]  # late, not lost
+    assert said[0].startswith("realtime gateway: the change feed is ") and "s behind the database" in said[0]
+    assert said[-1].startswith("realtime gateway: the change feed has caught up")
+    assert all(("caught up" in line) == (n % 2 == 1) for n, line in enumerate(said))  # each change of state, once

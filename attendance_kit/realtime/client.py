@@ -20,6 +20,7 @@ from .. import connection
 from ..connection import connect
 from ..errors import KitError
 from .broadcasts import Broadcast, broadcast_of, is_message
+from .decoding import Change
 from .delivery import SUBSCRIBERS_PER_LANE, Delivery
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed, FeedLost, lost
 from .subscriptions import Delivered, Event, Subscriber, channel_subscriber, new_subscriber
@@ -48,6 +49,8 @@ class Realtime:
         self.lanes, self.subscribers_per_lane = lanes, subscribers_per_lane
         self.subscribers: list[Subscriber] = []
         self.last_poll_changes = 0
+        # How far behind the database the last poll was: from its oldest change's commit to its events' return.
+        self.last_poll_behind = 0.0
         self._open(connection.database_url(database_url))
 
     def _open(self, url: str) -> None:
@@ -133,6 +136,15 @@ class Realtime:
         self.reopen_lost_connections()  # before the slot hands out a batch they must authorise
         changes = self.feed.poll()
         self.last_poll_changes = len(changes)
+        self.last_poll_behind = 0.0
+        if changes:
+            routed = self._route(changes)
+            self.last_poll_behind = max(0.0, time.time() - changes[0].commit_timestamp.timestamp())
+            return routed
+        return {}, []
+
+    def _route(self, changes: list[Change]) -> tuple[dict[Subscriber, list[Delivered]], list[Broadcast]]:
+        """The changes delivered to the subscribers; the broadcasts apart."""
         messages = [change for change in changes if is_message(change.relation)]
         if messages:
             changes = [change for change in changes if not is_message(change.relation)]

@@ -48,7 +48,7 @@ from .protocol import BadFrame
 from .tokens import DEFAULT_JWT_SECRET
 from .transport import Transport
 from .wire import json_value
-from .worker import DatabaseWorker, Delivery, Reconcile
+from .worker import BEHIND, DatabaseWorker, Delivery, Reconcile
 
 log = logging.getLogger(__package__)
 
@@ -66,14 +66,16 @@ class Gateway:
 
     def __init__(self, database_url: str | None = None, *, host: str = "127.0.0.1", port: int = 4000,
                  jwt_secret: str = DEFAULT_JWT_SECRET, publication: str = PUBLICATION,
-                 broadcast_publication: str = BROADCAST_PUBLICATION, poll_interval: float = POLL_INTERVAL) -> None:
+                 broadcast_publication: str = BROADCAST_PUBLICATION, poll_interval: float = POLL_INTERVAL,
+                 behind_after: float = BEHIND) -> None:
         """`publication`: the tables' (postgres_changes); `broadcast_publication`: realtime.messages' (Broadcast
-        from Database), read on the same slot."""
+        from Database), read on the same slot; `behind_after`: seconds from commit to delivery beyond which the
+        gateway logs that its change feed fell behind (and again once it caught up)."""
         self.database_url = database_url
         self.host, self.port = host, port
         self.jwt_secret = jwt_secret
         self.publication, self.broadcast_publication = publication, broadcast_publication
-        self.poll_interval = poll_interval
+        self.poll_interval, self.behind_after = poll_interval, behind_after
         self.name = ""  # whose counts websocket_channels' bookkeeping holds: host:port, once listening
         self.state = ChannelState(jwt_secret)
         # Checked, not yet handled (weakly: a handshake that fails after the check is never handled).
@@ -103,7 +105,7 @@ class Gateway:
                                       on_broadcasts=self._soon(self._broadcast), on_done=self._soon(self._done),
                                       on_lost=self._soon(lambda _loss: self.state.feed_lost()),
                                       on_back=self._soon(lambda: self._apply(self.state.feed_back())),
-                                      on_failure=self._soon(self._fail))
+                                      on_failure=self._soon(self._fail), behind_after=self.behind_after)
         self._worker.start()
         await asyncio.to_thread(self._worker.ready.wait)
         if self._worker.error is not None:

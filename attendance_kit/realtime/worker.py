@@ -50,6 +50,9 @@ from .subscriptions import Delivered, Subscriber
 
 log = logging.getLogger(__package__)
 
+BEHIND = 5.0  # seconds from commit to delivery beyond which the feed is said to have fallen behind
+CAUGHT_UP = 1.0  # ... and below which it has caught up again
+
 Delivery = list[tuple[Channel, list[Delivered]]]  # one poll's events, per channel
 
 
@@ -68,8 +71,9 @@ class DatabaseWorker(threading.Thread):
                  on_delivered: Callable[[Delivery], None], on_broadcasts: Callable[[list[Broadcast]], None],
                  on_done: Callable[[Command | Reconcile, Any, Exception | None], None],
                  on_lost: Callable[[FeedLost], None], on_back: Callable[[], None],
-                 on_failure: Callable[[Exception], None]) -> None:
-        """`on_done` gets each command's result (a policy check's `Allowed`; else None) or its error."""
+                 on_failure: Callable[[Exception], None], behind_after: float = BEHIND) -> None:
+        """`on_done` gets each command's result (a policy check's `Allowed`; else None) or its error;
+        `behind_after`: seconds from commit to delivery beyond which it says the feed fell behind."""
         super().__init__(name="kit-realtime-database-worker", daemon=True)
         self.database_url, self.publication, self.poll_interval = database_url, publication, poll_interval
         self.broadcasts = broadcasts
@@ -83,6 +87,8 @@ class DatabaseWorker(threading.Thread):
         self._subscriber_of: dict[Channel, Subscriber] = {}
         self._channel_of: dict[Subscriber, Channel] = {}
         self._counted: set[Channel] = set()  # in websocket_channels' active_connections
+        self.behind_after = behind_after
+        self._behind = False  # said to have fallen behind, not yet to have caught up
 
     def submit(self, command: Command | Reconcile) -> None:
         """Run it in turn; `on_done` gets its outcome."""
@@ -124,10 +130,23 @@ class DatabaseWorker(threading.Thread):
                     self._on_delivered(batch)
                 if broadcasts:
                     self._on_broadcasts(broadcasts)
+                self._say_if_behind(realtime.last_poll_behind)
                 if not self._run_commands(realtime, wait=realtime.next_poll_in(started)):
                     return None
         except FeedLost as loss:
             return loss
+
+    def _say_if_behind(self, behind: float) -> None:
+        """Once when deliveries fall `behind_after` seconds behind their commits, once when they catch up: more
+        subscribers or changes than this machine authorises in time make them ever later, never dropped."""
+        if not self._behind and behind > self.behind_after:
+            self._behind = True
+            log.warning("realtime gateway: the change feed is %.1f s behind the database: more subscribers or "
+                        "changes than this machine authorises in time (every change is still delivered, late)",
+                        behind)
+        elif self._behind and behind < min(CAUGHT_UP, self.behind_after):
+            self._behind = False
+            log.warning("realtime gateway: the change feed has caught up (%.1f s behind)", behind)
 
     def _recover(self, realtime: Realtime, loss: FeedLost) -> bool:
         """Without a database: commands answered unavailable, reconnecting as `reconnect_delays` says; True once
