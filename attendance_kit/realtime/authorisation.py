@@ -8,22 +8,27 @@ query takes one of two forms, both deciding exactly what RLS decides:
 
 - the generic form: the subscriber's own SELECT of those primary keys from the table, so the real policies
   filter the real rows;
-- the policy form: the rows are read once per poll by the kit's role (which bypasses RLS), and each
-  subscriber's query applies the table's SELECT policies to them, deparsed from the catalog and combined as
-  PostgreSQL combines them for that role (any permissive policy, and every restrictive one; none: no row).
-  It runs the same expressions, as the same subscriber, on the same current rows, without an index lookup
-  per row and subscriber, which is most of the generic form's cost. It is used only where the kit can show
-  it is exact: the kit's role bypasses RLS on the table (so it reads every row), and no applicable policy
-  uses the whole row or a system column (which a row rebuilt from its values cannot reproduce). Elsewhere
-  the generic form runs.
+- the policy form: the rows are read once per poll by the kit's role (which bypasses RLS) into a temporary
+  table of the table's columns, indexed on each column its policies name, and each subscriber's query applies
+  the table's SELECT policies to them, deparsed from the catalog and combined as PostgreSQL combines them for
+  that role (any permissive policy, and every restrictive one; none: no row). It runs the same expressions, as
+  the same subscriber, on the same current rows. Indexed (and planned without sequential scans), a policy such
+  as `student_id = auth.uid()` finds a subscriber's rows by lookup: a poll costs about the same per subscriber
+  at 3,000 rows as at 300, where testing every row for every subscriber grew with both. It is used only where
+  the kit can show it is exact: the kit's role bypasses RLS on the table (so it reads every row), and no
+  applicable policy uses the whole row or a system column (which a row copied by its values cannot reproduce).
+  Elsewhere the generic form runs.
 
 Here: `Authoriser`, which builds a function per table set and role set from the catalog's plans (catalog.py),
-caches it and drops it when the catalog changed; and the function's SQL (`function_sql`), its names stated once
-in the comment above `_TableNames`. Delivery (delivery.py) fills in its arguments and calls it.
+with its temporary tables, caches them and drops them when the catalog changed; and the function's SQL
+(`function_sql`), its names stated once in the comment above `_TableNames`. Delivery (delivery.py) fills in its
+arguments and calls it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,13 +70,33 @@ class Authoriser:
     def forget(self, function: Function) -> None:
         self._functions = {key: f for key, f in self._functions.items() if f is not function}
         self.conn.execute(sql.SQL("drop function if exists pg_temp.{}").format(sql.Identifier(function.name)))
+        for t, plan in enumerate(function.plans):
+            if _policy_form(plan):
+                self.conn.execute(sql.SQL("drop table if exists pg_temp.{}").format(
+                    sql.Identifier(rows_table(function.name, t))))
 
     def _build(self, oids: tuple[int, ...], roles: tuple[str, ...]) -> Function:
         fingerprint, plans = read_catalog(self.conn, oids, roles)
         name = f"kit_realtime_{secrets.token_hex(6)}"
+        for t, plan in enumerate(plans):
+            if _policy_form(plan):
+                self._make_rows_table(rows_table(name, t), plan, roles)
         if plans:
             self.conn.execute(function_sql(self.conn, name, plans, roles, fingerprint, oids))
         return Function(name, plans)
+
+    def _make_rows_table(self, name: str, plan: TablePlan, roles: Sequence[str]) -> None:
+        """The policy form's temporary table: the table's columns and each row's key number (`_kit_n`), indexed on
+        every column a role's policies name, readable by the subscribers' roles. Its rows go with each call's
+        transaction (`on commit delete rows`: emptied in place, no new file or catalog row per poll)."""
+        table = sql.Identifier(name)
+        self.conn.execute(sql.SQL("create temporary table {} (like {}, _kit_n int) on commit delete rows").format(
+            table, plan.qualified))
+        for column in _named_columns(plan):
+            with contextlib.suppress(psycopg.errors.UndefinedObject):  # no btree operator class: scanned instead
+                self.conn.execute(sql.SQL("create index on {} ({})").format(table, sql.Identifier(column)))
+        self.conn.execute(sql.SQL("grant select on {} to {}").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, roles))))
 
 
 # --- the generated function's SQL ------------------------------------------------------------------------------
@@ -104,12 +129,27 @@ class _TableNames:
         # Declared, computed once per call rather than once per subscriber:
         self.typed_keys = f"_kit_kt{t}"  # the keys in the key column's type (one-column keys), to number a match
         self.typed_group_keys = f"_kit_gt{t}"  # each group's keys in that type (one-column keys)
-        self.current = f"_kit_cur{t}"  # the current rows the kit's role read, as the table's row type (policy form)
-        self.current_numbers = f"_kit_curn{t}"  # each current row's key number
 
     def key_column(self, j: int) -> str:
         """Declared for a key of several columns: its column j (from 1), typed."""
         return f"_kit_k{self.t}_{j}"
+
+
+def rows_table(function: str, t: int) -> str:
+    """The policy form's temporary table for table number t of a function: the current rows the kit's role read."""
+    return f"{function}_rows{t}"
+
+
+def _named_columns(plan: TablePlan) -> list[str]:
+    """The columns a role's policies name (as a word of their text: one named in a string too costs an index)."""
+    text = " ".join(access.predicate or "" for access in plan.access.values())
+    return [column for column, _ in plan.columns
+            if re.search(r'(?<![\w$])"?' + re.escape(column) + r'"?(?![\w$])', text)]
+
+
+def _policy_form(plan: TablePlan) -> bool:
+    """Whether some role's query over this table takes the policy form (and so reads its rows into a table)."""
+    return _checked(plan) and plan.kit_reads_all and any(a.predicate is not None for a in plan.access.values())
 
 
 def _arguments(tables: int) -> list[tuple[str, str]]:
@@ -137,20 +177,21 @@ def function_sql(context: AdaptContext | None, name: str, plans: list[TablePlan]
             # running the query.
             # The generated SQL names everything with its schema, so it keeps the connection's search_path, under
             # which the policies' helper functions resolve their own names as in a request.
-            f"language plpgsql set plan_cache_mode = force_generic_plan as "
-            f"{tag}{_body(context, plans, roles, fingerprint, oids)}{tag}")
+            # Without sequential scans: the policy form's small tables are read by index, as policies name them.
+            f"language plpgsql set plan_cache_mode = force_generic_plan set enable_seqscan = off as "
+            f"{tag}{_body(context, name, plans, roles, fingerprint, oids)}{tag}")
 
 
-def _body(context: AdaptContext | None, plans: list[TablePlan], roles: Sequence[str], fingerprint: str,
-          oids: Sequence[int]) -> str:
+def _body(context: AdaptContext | None, name: str, plans: list[TablePlan], roles: Sequence[str],
+          fingerprint: str, oids: Sequence[int]) -> str:
     """Lock the tables, check the catalog, prepare each table's rows, then per subscriber its role's queries."""
     declarations = ["_kit_i int;", "_kit_gi int;"]
     preparations: list[str] = []
     for t, plan in enumerate(plans):
         if _checked(plan):
             declarations += _declarations(context, t, plan)
-            preparations += _preparations(context, t, plan)
-    branches = [line for role in roles for line in _role_branch(context, role, plans)]
+            preparations += _preparations(context, name, t, plan)
+    branches = [line for role in roles for line in _role_branch(context, name, role, plans)]
     tables = ", ".join(plan.qualified.as_string(context) for plan in plans)
     catalog = FINGERPRINT_SQL.format(oids="'{" + ",".join(map(str, oids)) + "}'::oid[]",
                                      roles=sql.Literal(list(roles)).as_string(context) + "::text[]")
@@ -187,7 +228,7 @@ def _indented(lines: list[str], depth: int) -> str:
 
 
 def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
-    names, types, row_type = _TableNames(t), plan.types, plan.qualified.as_string(context)
+    names, types = _TableNames(t), plan.types
     if len(plan.key) == 1:  # all keys (to number a match) and each group's keys, typed
         key_type = types[plan.key[0]]
         declarations = [f"{names.typed_keys} {key_type}[] := {names.keys};",
@@ -195,13 +236,14 @@ def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list
     else:  # one typed array per key column
         declarations = [f"{names.key_column(j)} {types[column]}[] := {names.keys}[:][{j}:{j}];"
                         for j, column in enumerate(plan.key, 1)]
-    return declarations + [f"{names.current} {row_type}[];", f"{names.current_numbers} int[];"]
+    return declarations
 
 
-def _preparations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
-    """Once per call, as the kit's role: read the current rows (policy form)."""
-    if plan.kit_reads_all and any(a.predicate is not None for a in plan.access.values()):
-        return [_read_current_rows(context, t, plan)]
+def _preparations(context: AdaptContext | None, name: str, t: int, plan: TablePlan) -> list[str]:
+    """Once per call, as the kit's role: read the current rows into the policy form's table (empty: each call is
+    a transaction of its own, delivery.py's)."""
+    if _policy_form(plan):
+        return _read_current_rows(context, name, t, plan)
     return []
 
 
@@ -210,13 +252,11 @@ def _checked(plan: TablePlan) -> bool:
     return plan.row_security and plan.checkable
 
 
-def _read_current_rows(context: AdaptContext | None, t: int, plan: TablePlan) -> str:
-    names = _TableNames(t)
+def _read_current_rows(context: AdaptContext | None, name: str, t: int, plan: TablePlan) -> list[str]:
+    rows = f"pg_temp.{sql.Identifier(rows_table(name, t)).as_string(context)}"
     source, columns = _numbered_keys(t, plan)
-    return (f"select pg_catalog.array_agg(_kit_x order by _kit_u._kit_n), "
-            f"pg_catalog.array_agg(_kit_u._kit_n::int order by _kit_u._kit_n) "
-            f"into {names.current}, {names.current_numbers} from {source} "
-            f"join {plan.qualified.as_string(context)} as _kit_x on {_key_matches(context, plan, columns)};")
+    return [f"insert into {rows} select _kit_x.*, _kit_u._kit_n from {source} "
+            f"join {plan.qualified.as_string(context)} as _kit_x on {_key_matches(context, plan, columns)};"]
 
 
 def _numbered_keys(t: int, plan: TablePlan) -> tuple[str, list[str]]:
@@ -235,10 +275,10 @@ def _key_matches(context: AdaptContext | None, plan: TablePlan, columns: list[st
                         for column, name in zip(plan.key, columns, strict=True))
 
 
-def _role_branch(context: AdaptContext | None, role: str, plans: list[TablePlan]) -> list[str]:
+def _role_branch(context: AdaptContext | None, name: str, role: str, plans: list[TablePlan]) -> list[str]:
     """The lines a subscriber of this role runs: its queries over every table, as one result."""
     test = f"if _kit_roles[_kit_i] = {sql.Literal(role).as_string(context)} then"
-    queries = [query for t, plan in enumerate(plans) for query in _queries(context, t, plan, plan.access[role])]
+    queries = [query for t, plan in enumerate(plans) for query in _queries(context, name, t, plan, plan.access[role])]
     if not queries:
         return [f"{test} null; end if;"]
     lines = [test, f"    return query {queries[0]}", *(f"        union all {query}" for query in queries[1:])]
@@ -246,12 +286,12 @@ def _role_branch(context: AdaptContext | None, role: str, plans: list[TablePlan]
     return [*lines, "end if;"]
 
 
-def _queries(context: AdaptContext | None, t: int, plan: TablePlan, access: Access) -> list[str]:
+def _queries(context: AdaptContext | None, name: str, t: int, plan: TablePlan, access: Access) -> list[str]:
     """A role's query over one table's new rows, in the policy or the generic form (none: nothing to check)."""
     if not _checked(plan) or not access.key_select:
         return []
     if access.predicate is not None and plan.kit_reads_all:
-        return [_policy_query(context, t, plan, access.predicate)]
+        return [_policy_query(context, name, t, plan, access.predicate)]
     return [_generic_query(context, t, plan)]
 
 
@@ -268,10 +308,10 @@ def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str
             f"and exists (select from {table} as _kit_x where {_key_matches(context, plan, columns)})")
 
 
-def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predicate: str) -> str:
-    """The table's SELECT policies on the current rows the kit's role read, as rows of the table's own type named as
-    the table, numbered by key."""
+def _policy_query(context: AdaptContext | None, name: str, t: int, plan: TablePlan, predicate: str) -> str:
+    """The table's SELECT policies on the current rows the kit's role read, in a table of the table's own columns
+    named as the table, numbered by key."""
     names, relation = _TableNames(t), sql.Identifier(plan.name).as_string(context)
-    number = f"{names.current_numbers}[{relation}.ordinality]"
-    return (f"select _kit_i, {t}, {number} from pg_catalog.unnest({names.current}) with ordinality as {relation} "
-            f"where {names.key_mask}[_kit_gi][{number}] and ({predicate})")
+    rows = f"pg_temp.{sql.Identifier(rows_table(name, t)).as_string(context)}"
+    return (f"select _kit_i, {t}, {relation}._kit_n from {rows} as {relation} "
+            f"where {names.key_mask}[_kit_gi][{relation}._kit_n] and ({predicate})")

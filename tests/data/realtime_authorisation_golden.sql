@@ -1,16 +1,12 @@
-create function pg_temp."kit_realtime_golden"(_kit_claims text[], _kit_roles text[], _kit_groups int[], _kit_k0 text[], _kit_g0 text[], _kit_m0 bool[], _kit_k1 text[], _kit_g1 text[], _kit_m1 bool[], _kit_k2 text[], _kit_g2 text[], _kit_m2 bool[]) returns table (_kit_subscriber int, _kit_table int, _kit_index int) language plpgsql set plan_cache_mode = force_generic_plan as $kit_realtime_golden$
+create function pg_temp."kit_realtime_golden"(_kit_claims text[], _kit_roles text[], _kit_groups int[], _kit_k0 text[], _kit_g0 text[], _kit_m0 bool[], _kit_k1 text[], _kit_g1 text[], _kit_m1 bool[], _kit_k2 text[], _kit_g2 text[], _kit_m2 bool[]) returns table (_kit_subscriber int, _kit_table int, _kit_index int) language plpgsql set plan_cache_mode = force_generic_plan set enable_seqscan = off as $kit_realtime_golden$
 #variable_conflict use_column
 declare
     _kit_i int;
     _kit_gi int;
     _kit_kt0 uuid[] := _kit_k0;
     _kit_gt0 uuid[] := _kit_g0;
-    _kit_cur0 "public"."attendance_records"[];
-    _kit_curn0 int[];
     _kit_k1_1 integer[] := _kit_k1[:][1:1];
     _kit_k1_2 text[] := _kit_k1[:][2:2];
-    _kit_cur1 "public"."realtime_pairs"[];
-    _kit_curn1 int[];
 begin
     -- The tables stay locked (as a SELECT would lock them) so policies cannot change under the check below.
     lock table "public"."attendance_records", "public"."realtime_pairs", "public"."realtime_open" in access share mode;
@@ -39,7 +35,7 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
         return;
     end if;
     perform pg_catalog.set_config('row_security', 'on', true);
-    select pg_catalog.array_agg(_kit_x order by _kit_u._kit_n), pg_catalog.array_agg(_kit_u._kit_n::int order by _kit_u._kit_n) into _kit_cur0, _kit_curn0 from pg_catalog.unnest(_kit_kt0) with ordinality as _kit_u (_kit_c1, _kit_n) join "public"."attendance_records" as _kit_x on _kit_x."id" = _kit_u._kit_c1;
+    insert into pg_temp."kit_realtime_golden_rows0" select _kit_x.*, _kit_u._kit_n from pg_catalog.unnest(_kit_kt0) with ordinality as _kit_u (_kit_c1, _kit_n) join "public"."attendance_records" as _kit_x on _kit_x."id" = _kit_u._kit_c1;
     for _kit_i in 1 .. coalesce(pg_catalog.array_length(_kit_claims, 1), 0) loop
         _kit_gi := _kit_groups[_kit_i];
         -- What as_user and Supabase's API do: the JWT's claims, then SET LOCAL ROLE.
@@ -47,7 +43,7 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
                 pg_catalog.set_config('role', _kit_roles[_kit_i], true);
         if _kit_roles[_kit_i] = 'anon' then null; end if;
         if _kit_roles[_kit_i] = 'authenticated' then
-            return query select _kit_i, 0, _kit_curn0["attendance_records".ordinality] from pg_catalog.unnest(_kit_cur0) with ordinality as "attendance_records" where _kit_m0[_kit_gi][_kit_curn0["attendance_records".ordinality]] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
+            return query select _kit_i, 0, "attendance_records"._kit_n from pg_temp."kit_realtime_golden_rows0" as "attendance_records" where _kit_m0[_kit_gi]["attendance_records"._kit_n] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
                 union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
         end if;
         if _kit_roles[_kit_i] = 'service_role' then
