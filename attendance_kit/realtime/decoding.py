@@ -11,6 +11,7 @@ WAL does not carry) or 't' with a length and the value's text.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,7 +50,7 @@ class Relation:
     replica_identity: str  # pg_class.relreplident: d, f, i or n
     columns: tuple[Column, ...]
 
-    @property
+    @functools.cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 

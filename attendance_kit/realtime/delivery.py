@@ -70,6 +70,7 @@ class _Poll:
         self.oids = sorted({c.relation.oid for c in changes
                             if any(s.covers(c.relation, c.type) for g in self.groups for s in g)})
         self.events: dict[int, dict[int, Delivered]] = defaultdict(dict)  # subscriber -> position -> delivery
+        self._answers: dict[tuple[int, int, bool], tuple[int, ...]] = {}  # a group's members share theirs
 
     def table_rows(self, plans: list[TablePlan]) -> list[_TableRows]:
         """Per table, the new rows' keys to authorise and which of them each group covers."""
@@ -106,9 +107,13 @@ class _Poll:
         """The indexes of the group's subscriptions a change answers: those that cover it and whose filter matches
         (`Subscription.matches`: a DELETE's on the logged old row); with a 400 or 401 error, every one that covers
         it, as Supabase applies no filter then."""
-        change, (new, old) = self.changes[position], self.values[position]
-        return tuple(i for i, s in enumerate(self.groups[group]) if s.covers(change.relation, change.type)
-                     and (error is not None or s.matches(change.type, new, old)))
+        key = (group, position, error is None)
+        if key not in self._answers:
+            change, (new, old) = self.changes[position], self.values[position]
+            self._answers[key] = tuple(i for i, s in enumerate(self.groups[group])
+                                       if s.covers(change.relation, change.type)
+                                       and (error is not None or s.matches(change.type, new, old)))
+        return self._answers[key]
 
     def delivered(self) -> dict[Subscriber, list[Delivered]]:
         return {self.subscribers[s]: [events[p] for p in sorted(events)] for s, events in sorted(self.events.items())}
@@ -135,11 +140,13 @@ class _TableRows:
         """The new row's primary key as text, or None when it cannot be looked up."""
         if not self.plan.checkable or change.new is None:
             return None
-        row = dict(zip(change.relation.column_names, change.new, strict=True))
-        if any(column not in row or row[column] is None or row[column] is UNCHANGED_TOAST
-               for column in self.plan.key):
+        names = change.relation.column_names
+        if any(column not in names for column in self.plan.key):
             return None
-        return tuple(as_text(row[column]) for column in self.plan.key)
+        values = [change.new[names.index(column)] for column in self.plan.key]
+        if any(value is None or value is UNCHANGED_TOAST for value in values):
+            return None
+        return tuple(map(as_text, values))
 
     def arguments(self) -> list[Any]:
         """The keys (1-D for a one-column key, else 2-D), each group's keys (one-column key, NULL padded to a

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -38,7 +39,9 @@ class EventBuilder:
     def __init__(self, type_name: Callable[[int], str]) -> None:
         """`type_name`: a type's name from its OID (`ChangeFeed.type_name`)."""
         self._type_name = type_name
-        self._column_lists: dict[tuple[Relation, tuple[str, ...]], ColumnList] = {}
+        # By the relation's identity (hashing a Relation hashes all its columns, at every event): the relation is
+        # kept in the value, so its id is not another's while cached.
+        self._column_lists: dict[tuple[int, tuple[str, ...]], tuple[Relation, ColumnList]] = {}
 
     def event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None) -> Event:
         """The change as this role receives it: Supabase's payload, or its error without values."""
@@ -74,13 +77,14 @@ class EventBuilder:
 
     def _columns(self, relation: Relation, visible: tuple[str, ...]) -> ColumnList:
         """The `columns` of an event: name and type of each column the subscriber may select (cached)."""
-        key = (relation, visible)
+        key = (id(relation), visible)
         if key not in self._column_lists:
-            self._column_lists[key] = tuple((("name", c.name), ("type", self._type_name(c.type_oid)))
-                                            for c in relation.columns if c.name in visible)
-        return self._column_lists[key]
+            self._column_lists[key] = relation, tuple((("name", c.name), ("type", self._type_name(c.type_oid)))
+                                                      for c in relation.columns if c.name in visible)
+        return self._column_lists[key][1]
 
 
+@functools.lru_cache(maxsize=4096)  # a transaction's changes share their commit's
 def timestamp_text(moment: datetime) -> str:
     """Supabase's commit_timestamp: UTC, milliseconds, `Z`."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
