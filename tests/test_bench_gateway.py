@@ -52,10 +52,10 @@ def test_too_few_clients_is_one_line() -> None:
 
 
 def test_the_soak_reads_the_gateway_s_memory_at_its_start_and_end_and_loses_nothing(server) -> None:
-    result = kit("bench", "gateway", "--soak", "--clients", "5", "--rate", "100", "--seconds", "1.5",
+    result = kit("bench", "gateway", "--soak", "--clients", "3", "--rate", "200", "--seconds", "0.6",
                  "--database-url", server.url, "--format", "json")
     assert result.returncode == 0, result.stderr
-    run = json.loads(result.stdout)["5 subscribers @ 100/s for 1.5 s"]
+    run = json.loads(result.stdout)["3 subscribers @ 200/s for 0.6 s"]
     assert run["teacher_lost"] == 0 and run["changes_per_s"] > 0 and 0 < run["p50_ms"] <= run["p95_ms"]
     assert list(run["resident_kib"]) == ["start", "end"] and min(run["resident_kib"].values()) > 10_000
-    assert run["deliveries"] > run["offered_changes_per_s"]  # the teacher's every change, and each student's own
+    assert run["deliveries"] > 0.6 * run["changes_per_s"]  # the teacher's every change, and each student's own
