@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from test_gateway import JS_DIR, LOBBY, Listener, check_in, counts, eventually, open_lectures
 
 from attendance_kit import connect, load_demo_data, migrate
@@ -246,3 +247,27 @@ def test_a_feed_that_falls_behind_says_so_once_and_again_once_it_caught_up(
     assert said[0].startswith("realtime gateway: the change feed is ") and "s behind the database" in said[0]
     assert said[-1].startswith("realtime gateway: the change feed has caught up")
     assert all(("caught up" in line) == (n % 2 == 1) for n, line in enumerate(said))  # each change of state, once
+
+
+def test_a_new_reason_for_staying_away_is_said_once(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The loss is said, then each new reason the database stays away (not each attempt)."""
+    password = sql.Literal(cluster.password_file.read_text().strip())
+    with Gateway(cluster.url, port=0, poll_interval=0.05), connect(cluster.url) as conn:
+        try:
+            conn.execute("alter role postgres password 'not-the-url-s'")
+            conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where pid <> pg_backend_pid() "
+                         "and backend_type = 'client backend'")
+            time.sleep(0.2)  # its first attempts fail on the password: that is the loss's own reason
+            conn.execute(sql.SQL("alter role postgres nologin password {}").format(password))  # another reason
+            deadline = time.monotonic() + 10
+            while not any("not permitted to log in" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the new reason was never said"
+                time.sleep(0.05)
+        finally:
+            conn.execute(sql.SQL("alter role postgres login password {}").format(password))
+        deadline = time.monotonic() + 10
+        while not any("the database is back" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the gateway never came back"
+            time.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("realtime gateway: still without")]
+    assert len(said) == 1 and "not permitted to log in" in said[0]

@@ -18,7 +18,7 @@ import psycopg
 
 from .. import connection
 from ..connection import connect
-from ..errors import KitError
+from ..errors import KitError, one_line
 from .broadcasts import Broadcast, broadcast_of, is_message
 from .decoding import Change
 from .delivery import SUBSCRIBERS_PER_LANE, Delivery
@@ -247,15 +247,16 @@ def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Seq
                 if on_lost is not None:
                     on_lost(error)
                 lost_at = time.monotonic()
-                if not _reconnect(realtime, deadline):
+                if not _reconnect(realtime, deadline, on_lost):
                     return
                 if on_back is not None:
                     on_back(time.monotonic() - lost_at)
 
 
-def _reconnect(realtime: Realtime, deadline: float | None) -> bool:
-    """Reconnect, backing off, until it works (True) or the deadline passes (False)."""
-    delays = reconnect_delays()
+def _reconnect(realtime: Realtime, deadline: float | None, on_lost: Callable[[FeedLost], None] | None) -> bool:
+    """Reconnect, backing off, until it works (True) or the deadline passes (False); a new reason for failing
+    (e.g. the database back with another password) goes to `on_lost`."""
+    delays, why = reconnect_delays(), None
     while True:
         delay = next(delays)
         if deadline is not None and time.monotonic() + delay > deadline:
@@ -264,8 +265,11 @@ def _reconnect(realtime: Realtime, deadline: float | None) -> bool:
         try:
             realtime.reconnect()
             return True
-        except (KitError, psycopg.Error):  # still away, or going away again: try later
-            continue
+        except (KitError, psycopg.Error) as error:  # still away, or going away again: try later
+            reason = one_line(error)
+            if why is not None and reason != why and on_lost is not None:
+                on_lost(FeedLost(f"still without the database: {reason}"))
+            why = reason
 
 
 def render_event(event: Event, output_format: str = "jsonl") -> str:

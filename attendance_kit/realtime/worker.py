@@ -158,7 +158,7 @@ class DatabaseWorker(threading.Thread):
         self._channel_of.clear()
         self._counted.clear()
         self._on_lost(loss)
-        lost_at, delays = time.monotonic(), reconnect_delays()
+        lost_at, delays, why = time.monotonic(), reconnect_delays(), None
         while True:
             if not self._run_commands(None, wait=next(delays)):
                 return False
@@ -166,7 +166,8 @@ class DatabaseWorker(threading.Thread):
                 realtime.reconnect()
                 if self._gateway:
                     channels.reconcile(realtime.conn, self._gateway)
-            except (KitError, psycopg.Error):  # still away (or away again): the next attempt, later
+            except (KitError, psycopg.Error) as error:  # still away (or away again): the next attempt, later
+                why = _say_if_new_reason(why, error)
                 continue
             log.warning("realtime gateway: the database is back after %.1f s; subscribing the channels again",
                         time.monotonic() - lost_at)
@@ -248,3 +249,12 @@ class DatabaseWorker(threading.Thread):
                 return
             if command is not None:
                 self._on_done(command, None, KitError("the gateway is stopping"))
+
+
+def _say_if_new_reason(said: str | None, error: Exception) -> str:
+    """Why a reconnect failed, logged when it is not why the one before failed (the first is the loss's own):
+    e.g. a database back with another password, after `db reset`, behind a URL given by hand."""
+    reason = one_line(error)
+    if said is not None and reason != said:
+        log.warning("realtime gateway: still without the database: %s", reason)
+    return reason
