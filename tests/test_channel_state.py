@@ -477,3 +477,16 @@ def test_commands_the_worker_could_not_run_are_left_to_the_return_of_the_databas
     assert answer.payload == {"status": "error", "response": {
         "reason": "UnableToConnectToProject: Realtime was unable to connect to the project database"}}
     assert LECTURE not in ada.channels and ada.joining == {}
+
+
+def test_a_write_check_the_database_could_not_answer_is_asked_again(state: ChannelState) -> None:
+    sam = state.connect(token("sam"), "1.0.0")
+    private_join(state, sam, {"broadcast": True, "presence": True})
+    wave = {"type": "broadcast", "event": "wave", "payload": {}}
+    track = {"type": "presence", "event": "track", "payload": {"online_at": 1}}
+    asked = state.receive(sam, Message(LECTURE, "broadcast", wave, "2", "1"), NOW)
+    state.receive(sam, Message(LECTURE, "presence", track, "3", "1"), NOW)
+    unanswered = state.policies_checked(asked.commands[0], None, DatabaseUnavailable())
+    assert sent(unanswered) == [Message(LECTURE, "phx_reply", {"status": "error", "response": {}}, "3", "1")]
+    again = state.receive(sam, Message(LECTURE, "broadcast", wave, "4", "1"), NOW)
+    assert [command.purpose for command in again.commands] == ["write"]  # not cached as a denial

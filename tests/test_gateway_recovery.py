@@ -39,11 +39,13 @@ def cluster(server) -> Iterator[Cluster]:
     state = Path(tempfile.mkdtemp(dir=server.scratch))
     state.chmod(0o755)
     own = Cluster(state)
-    with connect(own.up()) as conn:
-        migrate(conn)
-        load_demo_data(conn)
-    yield own
-    own.down()
+    try:
+        with connect(own.up()) as conn:
+            migrate(conn)
+            load_demo_data(conn)
+        yield own
+    finally:
+        own.down()
 
 
 def start_again(cluster: Cluster) -> None:
@@ -155,6 +157,7 @@ def test_the_javascript_client_keeps_its_socket_through_a_restart_and_receives_t
             assert counts(conn).get("lobby") == 1
     finally:
         client.kill()
+        client.wait()
         gateway.stop()
     assert (change["eventType"], change["new"]["student_id"]) == ("INSERT", UMA.id)
     rest = [json.loads(line) for line in client.stdout]
@@ -203,11 +206,11 @@ def test_the_gateway_recovers_from_each_of_its_connections_terminated(conn: psyc
         ada = Listener(gateway, token_for(conn, ADA.email))
         await ada.join()
         slot, other = gateway_backends(conn)
-        conn.execute("select pg_terminate_backend(%s)", [slot])
+        conn.execute("select pg_terminate_backend(%s, 5000)", [slot])
         await eventually(lambda: system_messages(ada, SUBSCRIBED) == 2)
         check_in(conn, SAM.email)
         await eventually(lambda: len(ada.records()) == 1)
-        conn.execute("select pg_terminate_backend(%s)", [gateway_backends(conn)[1]])
+        conn.execute("select pg_terminate_backend(%s, 5000)", [gateway_backends(conn)[1]])
         check_in(conn, TESS.email)  # committed while the gateway has no second connection yet
         await eventually(lambda: len(ada.records()) == 2)
         await eventually(lambda: counts(conn).get("lobby") == 1)
@@ -226,10 +229,10 @@ def test_the_gateway_recovers_from_each_of_its_connections_terminated(conn: psyc
 def test_a_feed_that_falls_behind_says_so_once_and_again_once_it_caught_up(
         conn: psycopg.Connection, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
     open_lectures(conn)
-    conn.execute("create function public.slowly() returns boolean language sql as 'select false from pg_sleep(0.3)'")
+    conn.execute("create function public.slowly() returns boolean language sql as 'select false from pg_sleep(1)'")
     conn.execute("create policy slowly on attendance_records as restrictive for select to authenticated "
-                 "using (public.slowly() is not null)")  # lets everything through, after 0.3 s a row
-    with Gateway(db_url, port=0, poll_interval=0.05, behind_after=0.2) as gateway:
+                 "using (public.slowly() is not null)")  # lets everything through, after a second a row
+    with Gateway(db_url, port=0, poll_interval=0.05, behind_after=0.5) as gateway:
         async def scenario() -> Listener:
             ada = Listener(gateway, token_for(conn, ADA.email))
             await ada.join()
@@ -255,9 +258,13 @@ def test_a_new_reason_for_staying_away_is_said_once(cluster: Cluster, caplog: py
     with Gateway(cluster.url, port=0, poll_interval=0.05), connect(cluster.url) as conn:
         try:
             conn.execute("alter role postgres password 'not-the-url-s'")
-            conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where pid <> pg_backend_pid() "
-                         "and backend_type = 'client backend'")
-            time.sleep(0.2)  # its first attempts fail on the password: that is the loss's own reason
+            conn.execute("select pg_terminate_backend(pid, 5000) from pg_stat_activity "
+                         "where pid <> pg_backend_pid() and backend_type = 'client backend'")
+            deadline = time.monotonic() + 10
+            while not any("reconnecting" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the loss was never said"
+                time.sleep(0.05)
+            time.sleep(0.5)  # its first attempts (0.1 s, 0.3 s) fail on the password: the loss's own reason
             conn.execute(sql.SQL("alter role postgres nologin password {}").format(password))  # another reason
             deadline = time.monotonic() + 10
             while not any("not permitted to log in" in r.getMessage() for r in caplog.records):

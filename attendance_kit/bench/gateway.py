@@ -212,6 +212,13 @@ async def _through_gateway(served: Served, load: Load, count: int, rate: int, se
     return figures(writer, ada.changes, elapsed, [latency for client in clients for latency in client.latencies])
 
 
+async def _caught_up(client: _Client, changes: int, seconds: float = 60) -> None:
+    """Until the client has every change (or `seconds` passed: then what it lacks is counted lost)."""
+    deadline = time.monotonic() + seconds
+    while client.changes < changes and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
 async def _settled(client: _Client) -> None:
     """Until nothing has arrived for half a second."""
     seen = -1
@@ -251,7 +258,7 @@ async def _soak(served: Served, load: Load, count: int, rate: int, seconds: floa
             if minute and f"{minute} min" not in resident:
                 resident[f"{minute} min"] = served.resident_kib()
         elapsed = time.monotonic() - started
-        await _settled(ada)
+        await _caught_up(ada, writer.changes)
         resident["end"] = served.resident_kib()
     await closed(clients, readers)
     run = figures(writer, ada.changes, elapsed, ada.latencies)

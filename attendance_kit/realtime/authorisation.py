@@ -9,7 +9,7 @@ query takes one of two forms, both deciding exactly what RLS decides:
 - the generic form: the subscriber's own SELECT of those primary keys from the table, so the real policies
   filter the real rows;
 - the policy form: the rows are read once per poll by the kit's role (which bypasses RLS) into a temporary
-  table of the table's columns, indexed on each column its policies name, and each subscriber's query applies
+  table of the table's columns, hash-indexed on each column its policies name, and each subscriber's query applies
   the table's SELECT policies to them, deparsed from the catalog and combined as PostgreSQL combines them for
   that role (any permissive policy, and every restrictive one; none: no row). It runs the same expressions, as
   the same subscriber, on the same current rows. Indexed (and planned without sequential scans), a policy such
@@ -28,6 +28,7 @@ arguments and calls it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import secrets
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ class Authoriser:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self._functions: dict[tuple[tuple[int, ...], tuple[str, ...]], Function] = {}
+        self._rows_tables: dict[int, str] = {}  # the policy form's temporary table of each table (oid)
 
     def function(self, oids: Sequence[int], roles: Sequence[str]) -> Function:
         key = (tuple(sorted(oids)), tuple(sorted(roles)))
@@ -70,31 +72,41 @@ class Authoriser:
     def forget(self, function: Function) -> None:
         self._functions = {key: f for key, f in self._functions.items() if f is not function}
         self.conn.execute(sql.SQL("drop function if exists pg_temp.{}").format(sql.Identifier(function.name)))
-        for t, plan in enumerate(function.plans):
-            if _policy_form(plan):
-                self.conn.execute(sql.SQL("drop table if exists pg_temp.{}").format(
-                    sql.Identifier(rows_table(function.name, t))))
 
     def _build(self, oids: tuple[int, ...], roles: tuple[str, ...]) -> Function:
         fingerprint, plans = read_catalog(self.conn, oids, roles)
         name = f"kit_realtime_{secrets.token_hex(6)}"
-        for t, plan in enumerate(plans):
+        for plan in plans:
             if _policy_form(plan):
-                self._make_rows_table(rows_table(name, t), plan, roles)
+                self._rows_table_for(plan, roles)
         if plans:
             self.conn.execute(function_sql(self.conn, name, plans, roles, fingerprint, oids))
         return Function(name, plans)
 
-    def _make_rows_table(self, name: str, plan: TablePlan, roles: Sequence[str]) -> None:
-        """The policy form's temporary table: the table's columns and each row's key number (`_kit_n`), indexed on
-        every column a role's policies name, readable by the subscribers' roles. Its rows go with each call's
-        transaction (`on commit delete rows`: emptied in place, no new file or catalog row per poll)."""
+    def _rows_table_for(self, plan: TablePlan, roles: Sequence[str]) -> None:
+        """The policy form's temporary table for this table's columns as they are (one per table and connection,
+        shared by its functions; a new one when the columns change): the columns without their constraints, each
+        row's key number (`_kit_n`), hash indexes on the columns the policies name (no size limit, and `=` and
+        `= ANY` are what policies look rows up by; arrays and composites left out: their elements may have no
+        hash), readable by the subscribers' roles. Its rows go with each call's transaction (`on commit delete
+        rows`: emptied in place, no new file or catalog row per poll)."""
+        name = rows_table(plan)
         table = sql.Identifier(name)
-        self.conn.execute(sql.SQL("create temporary table {} (like {}, _kit_n int) on commit delete rows").format(
-            table, plan.qualified))
-        for column in _named_columns(plan):
-            with contextlib.suppress(psycopg.errors.UndefinedObject):  # no btree operator class: scanned instead
-                self.conn.execute(sql.SQL("create index on {} ({})").format(table, sql.Identifier(column)))
+        if self._rows_tables.get(plan.oid) != name:
+            if plan.oid in self._rows_tables:
+                self.conn.execute(sql.SQL("drop table if exists pg_temp.{}").format(
+                    sql.Identifier(self._rows_tables.pop(plan.oid))))
+            self.conn.execute(sql.SQL("create temporary table {} on commit delete rows as select *, null::int as "
+                                      "_kit_n from {} with no data").format(table, plan.qualified))
+            categories = dict(self.conn.execute(
+                "select a.attname, t.typcategory from pg_catalog.pg_attribute a join pg_catalog.pg_type t "
+                "on t.oid = a.atttypid where a.attrelid = %s and a.attnum > 0 and not a.attisdropped", [plan.oid]))
+            for column in _named_columns(plan):
+                if categories.get(column) not in ("A", "C"):
+                    with contextlib.suppress(psycopg.errors.UndefinedObject):  # no hash operator class: scanned
+                        self.conn.execute(sql.SQL("create index on {} using hash ({})").format(
+                            table, sql.Identifier(column)))
+            self._rows_tables[plan.oid] = name
         self.conn.execute(sql.SQL("grant select on {} to {}").format(
             table, sql.SQL(", ").join(map(sql.Identifier, roles))))
 
@@ -135,9 +147,10 @@ class _TableNames:
         return f"_kit_k{self.t}_{j}"
 
 
-def rows_table(function: str, t: int) -> str:
-    """The policy form's temporary table for table number t of a function: the current rows the kit's role read."""
-    return f"{function}_rows{t}"
+def rows_table(plan: TablePlan) -> str:
+    """The policy form's temporary table for a table's columns as the plan has them."""
+    shape = hashlib.md5(repr(plan.columns).encode()).hexdigest()[:8]
+    return f"kit_rows_{plan.oid}_{shape}"
 
 
 def _named_columns(plan: TablePlan) -> list[str]:
@@ -179,19 +192,19 @@ def function_sql(context: AdaptContext | None, name: str, plans: list[TablePlan]
             # which the policies' helper functions resolve their own names as in a request.
             # Without sequential scans: the policy form's small tables are read by index, as policies name them.
             f"language plpgsql set plan_cache_mode = force_generic_plan set enable_seqscan = off as "
-            f"{tag}{_body(context, name, plans, roles, fingerprint, oids)}{tag}")
+            f"{tag}{_body(context, plans, roles, fingerprint, oids)}{tag}")
 
 
-def _body(context: AdaptContext | None, name: str, plans: list[TablePlan], roles: Sequence[str],
-          fingerprint: str, oids: Sequence[int]) -> str:
+def _body(context: AdaptContext | None, plans: list[TablePlan], roles: Sequence[str], fingerprint: str,
+          oids: Sequence[int]) -> str:
     """Lock the tables, check the catalog, prepare each table's rows, then per subscriber its role's queries."""
     declarations = ["_kit_i int;", "_kit_gi int;"]
     preparations: list[str] = []
     for t, plan in enumerate(plans):
         if _checked(plan):
             declarations += _declarations(context, t, plan)
-            preparations += _preparations(context, name, t, plan)
-    branches = [line for role in roles for line in _role_branch(context, name, role, plans)]
+            preparations += _preparations(context, t, plan)
+    branches = [line for role in roles for line in _role_branch(context, role, plans)]
     tables = ", ".join(plan.qualified.as_string(context) for plan in plans)
     catalog = FINGERPRINT_SQL.format(oids="'{" + ",".join(map(str, oids)) + "}'::oid[]",
                                      roles=sql.Literal(list(roles)).as_string(context) + "::text[]")
@@ -239,11 +252,11 @@ def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list
     return declarations
 
 
-def _preparations(context: AdaptContext | None, name: str, t: int, plan: TablePlan) -> list[str]:
+def _preparations(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
     """Once per call, as the kit's role: read the current rows into the policy form's table (empty: each call is
     a transaction of its own, delivery.py's)."""
     if _policy_form(plan):
-        return _read_current_rows(context, name, t, plan)
+        return _read_current_rows(context, t, plan)
     return []
 
 
@@ -252,8 +265,8 @@ def _checked(plan: TablePlan) -> bool:
     return plan.row_security and plan.checkable
 
 
-def _read_current_rows(context: AdaptContext | None, name: str, t: int, plan: TablePlan) -> list[str]:
-    rows = f"pg_temp.{sql.Identifier(rows_table(name, t)).as_string(context)}"
+def _read_current_rows(context: AdaptContext | None, t: int, plan: TablePlan) -> list[str]:
+    rows = f"pg_temp.{sql.Identifier(rows_table(plan)).as_string(context)}"
     source, columns = _numbered_keys(t, plan)
     return [f"insert into {rows} select _kit_x.*, _kit_u._kit_n from {source} "
             f"join {plan.qualified.as_string(context)} as _kit_x on {_key_matches(context, plan, columns)};"]
@@ -275,10 +288,10 @@ def _key_matches(context: AdaptContext | None, plan: TablePlan, columns: list[st
                         for column, name in zip(plan.key, columns, strict=True))
 
 
-def _role_branch(context: AdaptContext | None, name: str, role: str, plans: list[TablePlan]) -> list[str]:
+def _role_branch(context: AdaptContext | None, role: str, plans: list[TablePlan]) -> list[str]:
     """The lines a subscriber of this role runs: its queries over every table, as one result."""
     test = f"if _kit_roles[_kit_i] = {sql.Literal(role).as_string(context)} then"
-    queries = [query for t, plan in enumerate(plans) for query in _queries(context, name, t, plan, plan.access[role])]
+    queries = [query for t, plan in enumerate(plans) for query in _queries(context, t, plan, plan.access[role])]
     if not queries:
         return [f"{test} null; end if;"]
     lines = [test, f"    return query {queries[0]}", *(f"        union all {query}" for query in queries[1:])]
@@ -286,12 +299,12 @@ def _role_branch(context: AdaptContext | None, name: str, role: str, plans: list
     return [*lines, "end if;"]
 
 
-def _queries(context: AdaptContext | None, name: str, t: int, plan: TablePlan, access: Access) -> list[str]:
+def _queries(context: AdaptContext | None, t: int, plan: TablePlan, access: Access) -> list[str]:
     """A role's query over one table's new rows, in the policy or the generic form (none: nothing to check)."""
     if not _checked(plan) or not access.key_select:
         return []
     if access.predicate is not None and plan.kit_reads_all:
-        return [_policy_query(context, name, t, plan, access.predicate)]
+        return [_policy_query(context, t, plan, access.predicate)]
     return [_generic_query(context, t, plan)]
 
 
@@ -308,10 +321,10 @@ def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str
             f"and exists (select from {table} as _kit_x where {_key_matches(context, plan, columns)})")
 
 
-def _policy_query(context: AdaptContext | None, name: str, t: int, plan: TablePlan, predicate: str) -> str:
+def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predicate: str) -> str:
     """The table's SELECT policies on the current rows the kit's role read, in a table of the table's own columns
     named as the table, numbered by key."""
     names, relation = _TableNames(t), sql.Identifier(plan.name).as_string(context)
-    rows = f"pg_temp.{sql.Identifier(rows_table(name, t)).as_string(context)}"
+    rows = f"pg_temp.{sql.Identifier(rows_table(plan)).as_string(context)}"
     return (f"select _kit_i, {t}, {relation}._kit_n from {rows} as {relation} "
             f"where {names.key_mask}[_kit_gi][{relation}._kit_n] and ({predicate})")

@@ -127,6 +127,11 @@ class ChannelState:
             self._shut_down(channel, UNAVAILABLE, out)
         elif command.purpose == "refresh":
             self._reread(channel, read, out)
+        elif isinstance(error, DatabaseUnavailable):  # no answer, not a denial: asked again at the next one
+            waiting, channel.waiting = channel.waiting, []
+            for message in waiting:  # a broadcast dropped, a track refused, as when the policy says no
+                if message.event != "broadcast":
+                    out.messages.append((channel.client, reply(message, "error", {})))
         else:
             channel.write = {e: False for e in command.write} if allowed is None else dict(allowed.write)
             channel.read.update(read)

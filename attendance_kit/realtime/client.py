@@ -198,10 +198,13 @@ class Realtime:
 def _ended(conn: psycopg.Connection) -> bool:
     """Whether the server ended this idle connection: its socket readable with nothing asked (the server's FATAL,
     then EOF) and a trivial statement failing; a notice would make it readable too, and pass."""
-    if conn.closed:
+    if conn.closed or conn.broken:
         return True
     readable = select.poll()  # not select.select: a gateway's descriptors go past FD_SETSIZE (1024)
-    readable.register(conn.fileno(), select.POLLIN)
+    try:
+        readable.register(conn.fileno(), select.POLLIN)
+    except psycopg.OperationalError:  # no socket any more
+        return True
     if not readable.poll(0):
         return False
     try:

@@ -194,7 +194,10 @@ class Delivery:
         """One lane per `subscribers_per_lane` subscribers, up to `lanes`."""
         wanted = min(self._most_lanes, max(1, -(-count // self._per_lane)))
         while len(self.lanes) < wanted:
-            self.lanes.append(Authoriser(connect(self._database_url)))
+            try:
+                self.lanes.append(Authoriser(connect(self._database_url)))
+            except KitError as error:  # the database going away as the lane opens
+                raise lost("a new lane's connection", error) from None
         if wanted > 1 and self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._most_lanes - 1, thread_name_prefix="kit-realtime")
         return self.lanes[:wanted]
@@ -287,16 +290,16 @@ def _call(lane: Authoriser, function: Function, share: list[int], arguments: lis
 
     try:
         return run(share)
-    except psycopg.OperationalError as error:
-        raise _lost(error) from None
     except psycopg.Error as error:
+        if lane.conn.broken:  # not an error of the statement's: the connection is gone
+            raise _lost(error) from None
         rows, failed = [], []
         for i in share:
             try:
                 rows += run([i])
-            except psycopg.OperationalError as gone:
-                raise _lost(gone) from None
-            except psycopg.Error:  # an error is no permission: that subscriber receives nothing
+            except psycopg.Error as again:  # an error is no permission: that subscriber receives nothing
+                if lane.conn.broken:
+                    raise _lost(again) from None
                 failed.append(poll.subscribers[i].name)
         log.warning("realtime: %d subscriber(s) receive nothing of this batch (%s): %s", len(failed),
                     ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""), one_line(error))

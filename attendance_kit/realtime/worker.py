@@ -160,8 +160,10 @@ class DatabaseWorker(threading.Thread):
         self._on_lost(loss)
         lost_at, delays, why = time.monotonic(), reconnect_delays(), None
         while True:
-            if not self._run_commands(None, wait=next(delays)):
-                return False
+            attempt_at = time.monotonic() + next(delays)
+            while (wait := attempt_at - time.monotonic()) > 0:  # commands meanwhile do not hurry the attempt
+                if not self._run_commands(None, wait=wait):
+                    return False
             try:
                 realtime.reconnect()
                 if self._gateway:

@@ -35,7 +35,7 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
         return;
     end if;
     perform pg_catalog.set_config('row_security', 'on', true);
-    insert into pg_temp."kit_realtime_golden_rows0" select _kit_x.*, _kit_u._kit_n from pg_catalog.unnest(_kit_kt0) with ordinality as _kit_u (_kit_c1, _kit_n) join "public"."attendance_records" as _kit_x on _kit_x."id" = _kit_u._kit_c1;
+    insert into pg_temp."kit_rows_16524_edf3904e" select _kit_x.*, _kit_u._kit_n from pg_catalog.unnest(_kit_kt0) with ordinality as _kit_u (_kit_c1, _kit_n) join "public"."attendance_records" as _kit_x on _kit_x."id" = _kit_u._kit_c1;
     for _kit_i in 1 .. coalesce(pg_catalog.array_length(_kit_claims, 1), 0) loop
         _kit_gi := _kit_groups[_kit_i];
         -- What as_user and Supabase's API do: the JWT's claims, then SET LOCAL ROLE.
@@ -43,7 +43,7 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
                 pg_catalog.set_config('role', _kit_roles[_kit_i], true);
         if _kit_roles[_kit_i] = 'anon' then null; end if;
         if _kit_roles[_kit_i] = 'authenticated' then
-            return query select _kit_i, 0, "attendance_records"._kit_n from pg_temp."kit_realtime_golden_rows0" as "attendance_records" where _kit_m0[_kit_gi]["attendance_records"._kit_n] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
+            return query select _kit_i, 0, "attendance_records"._kit_n from pg_temp."kit_rows_16524_edf3904e" as "attendance_records" where _kit_m0[_kit_gi]["attendance_records"._kit_n] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
                 union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
         end if;
         if _kit_roles[_kit_i] = 'service_role' then
