@@ -29,6 +29,10 @@ if TYPE_CHECKING:  # sqlalchemy is imported where it is used: the command line s
 URL_VARIABLE = "ATTENDANCE_KIT_DATABASE_URL"
 MINIMUM_SERVER_VERSION = 150000
 API_ROLES = ("anon", "authenticated", "service_role")
+# A server that stops answering (a laptop's sleep, a network gone) fails a connect after 10 s, and a connection
+# whose sent data goes unacknowledged after 30 s, not after the system's TCP timeout of minutes; a URL's own
+# values win.
+LIVENESS = {"connect_timeout": "10", "tcp_user_timeout": "30000", "keepalives_idle": "30"}
 
 
 def database_url(url: str | None = None, *, start: bool = True) -> str:
@@ -84,7 +88,9 @@ def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection:
     """An autocommit connection (transactions are explicit: `with conn.transaction()` or `as_user`)."""
     target = database_url(url)
     try:
-        conn = psycopg.connect(target, autocommit=True, **kwargs)
+        given = psycopg.conninfo.conninfo_to_dict(target)
+        liveness = {key: value for key, value in LIVENESS.items() if key not in given}
+        conn = psycopg.connect(target, autocommit=True, **{**liveness, **kwargs})
     except psycopg.OperationalError as error:
         raise KitError(f"cannot connect to {redacted(target)}: {one_line(error)} "
                        f"(check the URL, e.g. postgresql://user:password@host:5432/dbname)") from None

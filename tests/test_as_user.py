@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from attendance_kit import KitError, as_user
+from attendance_kit import KitError, as_user, connect
 from attendance_kit.demo import ADA
 
 
@@ -71,3 +71,11 @@ def test_unknown_users_and_open_transactions_are_refused(conn: psycopg.Connectio
     with conn.transaction(), pytest.raises(KitError, match="not inside a transaction"), \
             as_user(conn, "anon"):
         pass
+
+
+def test_a_connection_gives_up_on_a_silent_server_unless_the_url_says_otherwise(db_url: str) -> None:
+    with connect(db_url) as conn:
+        assert {k: conn.info.get_parameters().get(k) for k in ("connect_timeout", "tcp_user_timeout")} == {
+            "connect_timeout": "10", "tcp_user_timeout": "30000"}
+    with connect(f"{db_url}?connect_timeout=3") as conn:
+        assert conn.info.get_parameters()["connect_timeout"] == "3"
