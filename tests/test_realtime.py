@@ -404,6 +404,30 @@ def test_a_lost_slot_is_feed_lost_and_reconnect_keeps_the_subscribers_while_anot
     assert [str(e["record"]["student_id"]) for e in second[ada]] == [UMA.id]
 
 
+def test_a_connection_lost_while_authorising_a_batch_costs_nothing_while_the_slot_stands(
+        conn: psycopg.Connection, db_url: str) -> None:
+    """A policy that ends its own connection, once, in the middle of the authorisation: the batch is authorised
+    again on a new connection, from the same slot."""
+    conn.execute("""
+        create sequence public.calls;
+        create function public.ends_its_connection_once() returns boolean
+        language sql volatile security definer set search_path = '' as $$
+            select case when nextval('public.calls') = 1 then pg_terminate_backend(pg_backend_pid()) else true end
+        $$;
+        create policy "ends its connection once" on public.attendance_records as restrictive for select
+        to authenticated using (public.ends_its_connection_once());
+    """)
+    open_sessions(conn)
+    with Realtime(db_url) as realtime:
+        ada = realtime.subscribe(ADA.email, tables=["attendance_records"])
+        slot_backend = realtime.feed.conn.info.backend_pid
+        check_in(conn, SAM.email, ENGINES_LECTURE)
+        delivered = realtime.poll()
+        assert realtime.feed.conn.info.backend_pid == slot_backend  # the same slot
+    assert [str(e["record"]["student_id"]) for e in delivered[ada]] == [SAM.id]
+    assert conn.execute("select last_value from public.calls").fetchone()[0] >= 2
+
+
 def test_connections_past_file_descriptor_1024_are_watched_as_the_rest(conn: psycopg.Connection,
                                                                        db_url: str) -> None:
     """A gateway with thousands of sockets holds descriptors past select()'s FD_SETSIZE."""

@@ -151,7 +151,18 @@ class Realtime:
         broadcasts = [b for b in (broadcast_of(m, self.feed.values(m)[0]) for m in messages) if b is not None]
         if not changes or not self.subscribers:
             return {}, broadcasts
-        return self._delivery.deliver(changes, self.subscribers), broadcasts
+        return self._authorised(changes), broadcasts
+
+    def _authorised(self, changes: list[Change]) -> dict[Subscriber, list[Delivered]]:
+        """Delivery of a batch the slot handed out; a connection other than the slot's lost on the way is opened
+        again and the batch authorised again, so nothing is lost while the slot stands."""
+        try:
+            return self._delivery.deliver(changes, self.subscribers)
+        except (FeedLost, psycopg.OperationalError):
+            if self.feed.conn.broken or self.feed.conn.closed:
+                raise
+            self.reopen_lost_connections()  # FeedLost if the database is away
+            return self._delivery.deliver(changes, self.subscribers)
 
     def stream(self, seconds: float | None = None) -> Iterator[tuple[Subscriber, Event]]:
         """Poll as `next_poll_in` says, for `seconds` or until closed.
