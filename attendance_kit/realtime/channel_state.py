@@ -107,38 +107,60 @@ class ChannelState:
 
     def policies_checked(self, command: CheckPolicies, allowed: Allowed | None, error: Exception | None) -> Output:
         """What the policies allow (`allowed`), or that asking failed (`error`: a policy raised, no permission; or
-        the database is away). At the join the channel joins if it may read broadcasts or presence, else is refused
-        with Supabase's reason; at a refreshed token a channel that may no longer read is shut down; the write check,
-        asked at the first broadcast or track and then kept, lets them through, or drops a broadcast silently and
-        refuses a track, as Supabase does."""
+        `DatabaseUnavailable`), for the join, a refreshed token or the first broadcast or track."""
         out = Output()
-        channel = command.channel
+        channel, unavailable = command.channel, isinstance(error, DatabaseUnavailable)
         read = {} if allowed is None else allowed.read
         if command.purpose == "join":
             if channel.client.joining.get(channel.topic) is channel:  # not left or replaced meanwhile
                 del channel.client.joining[channel.topic]
-                if isinstance(error, DatabaseUnavailable):
-                    self._refuse(channel, f"UnableToConnectToProject: {UNAVAILABLE}", out)
-                else:
-                    self._joined_privately(channel, read, out)
-        elif not channel.open:
-            pass
-        elif command.purpose == "refresh" and isinstance(error, DatabaseUnavailable):
+                self._join_answered(channel, read, unavailable, out)
+        elif channel.open and command.purpose == "refresh":
+            self._refresh_answered(channel, read, unavailable, out)
+        elif channel.open:
+            self._writes_answered(channel, command, allowed, unavailable, out)
+        return out
+
+    def _join_answered(self, channel: Channel, read: dict[str, bool], unavailable: bool, out: Output) -> None:
+        """Supabase's rule: a private channel joins if its user may read broadcasts or presence there."""
+        if unavailable:
+            self._refuse(channel, f"UnableToConnectToProject: {UNAVAILABLE}", out)
+        elif any(read.values()):
+            channel.read = dict(read)
+            self._open(channel, out)
+        else:
+            self._refuse(channel, "Unauthorized: You do not have permissions to read from this Channel topic: "
+                                  f"{channel.sub_topic}", out)
+
+    def _refresh_answered(self, channel: Channel, read: dict[str, bool], unavailable: bool, out: Output) -> None:
+        """A refreshed token's reads: none, or one lost, shuts the channel down (Supabase's two messages); the
+        writes are asked again at the next broadcast or track."""
+        if unavailable:
             self._shut_down(channel, UNAVAILABLE, out)
-        elif command.purpose == "refresh":
-            self._reread(channel, read, out)
-        elif isinstance(error, DatabaseUnavailable):  # no answer, not a denial: asked again at the next one
-            waiting, channel.waiting = channel.waiting, []
-            for message in waiting:  # a broadcast dropped, a track refused, as when the policy says no
+        elif not any(read.values()):
+            self._shut_down(channel, f"You do not have permissions to read from this Channel topic: "
+                                     f"{channel.sub_topic}", out)
+        elif any(allowed and not read.get(extension) for extension, allowed in channel.read.items()):
+            self._shut_down(channel, f"You no longer have permission to read from this Channel topic: "
+                                     f"{channel.sub_topic}", out)
+        else:
+            channel.read, channel.write = dict(read), {}
+
+    def _writes_answered(self, channel: Channel, command: CheckPolicies, allowed: Allowed | None,
+                         unavailable: bool, out: Output) -> None:
+        """The write check, asked at the first broadcast or track and then kept: the waiting messages go through,
+        or a broadcast is dropped silently and a track refused, as Supabase does. Unanswered (the database away),
+        nothing is kept: it is asked again at the next one."""
+        waiting, channel.waiting = channel.waiting, []
+        if unavailable:
+            for message in waiting:
                 if message.event != "broadcast":
                     out.messages.append((channel.client, reply(message, "error", {})))
-        else:
-            channel.write = {e: False for e in command.write} if allowed is None else dict(allowed.write)
-            channel.read.update(read)
-            waiting, channel.waiting = channel.waiting, []
-            for message in waiting:
-                (self._broadcast if message.event == "broadcast" else self._track)(channel, message, out)
-        return out
+            return
+        channel.write = {e: False for e in command.write} if allowed is None else dict(allowed.write)
+        channel.read.update({} if allowed is None else allowed.read)
+        for message in waiting:
+            (self._broadcast if message.event == "broadcast" else self._track)(channel, message, out)
 
     def database_broadcasts(self, broadcasts: list[Broadcast]) -> Iterator[tuple[Channel, Broadcast]]:
         """Each committed message with each channel it reaches: joined to its topic, of its privacy, and (private)
@@ -204,15 +226,6 @@ class ChannelState:
         client.joining[channel.topic] = channel  # joined once its policies let it read
         out.commands.append(CheckPolicies(channel, claims, "join", read=channel.reads))
 
-    def _joined_privately(self, channel: Channel, read: dict[str, bool], out: Output) -> None:
-        """Supabase's rule: a private channel joins if its user may read broadcasts or presence there."""
-        if any(read.values()):
-            channel.read = dict(read)
-            self._open(channel, out)
-            return
-        self._refuse(channel, "Unauthorized: You do not have permissions to read from this Channel topic: "
-                              f"{channel.sub_topic}", out)
-
     def _refuse(self, channel: Channel, reason: str, out: Output) -> None:
         channel.open = False
         out.messages.append((channel.client, reply(channel.join, "error", {"reason": reason})))
@@ -256,18 +269,6 @@ class ChannelState:
             out.commands.append(Subscribe(channel, claims, channel.entries, first=False))
         if channel.private:  # Supabase asks the policies again at each new token (never per message)
             out.commands.append(CheckPolicies(channel, claims, "refresh", read=channel.reads))
-
-    def _reread(self, channel: Channel, read: dict[str, bool], out: Output) -> None:
-        """A refreshed token's reads: none, or one lost, shuts the channel down (Supabase's two messages); the
-        writes are asked again at the next broadcast or track."""
-        if not any(read.values()):
-            self._shut_down(channel, f"You do not have permissions to read from this Channel topic: "
-                                     f"{channel.sub_topic}", out)
-        elif any(allowed and not read.get(extension) for extension, allowed in channel.read.items()):
-            self._shut_down(channel, f"You no longer have permission to read from this Channel topic: "
-                                     f"{channel.sub_topic}", out)
-        else:
-            channel.read, channel.write = dict(read), {}
 
     def _writes_checked(self, channel: Channel, extension: str, message: Message, out: Output) -> bool:
         """Whether the channel's policies are known to let it write `extension`: public channels always; else
