@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from test_gateway import JS_DIR, LOBBY, Listener, check_in, counts, eventually, open_lectures
+from test_gateway import JS_DIR, LOBBY, Listener, check_in, counts, eventually, free_port, open_lectures
 
 from attendance_kit import connect, load_demo_data, migrate
 from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, PAT, SAM, TESS, UMA
@@ -278,3 +279,40 @@ def test_a_new_reason_for_staying_away_is_said_once(cluster: Cluster, caplog: py
             time.sleep(0.05)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("realtime gateway: still without")]
     assert len(said) == 1 and "not permitted to log in" in said[0]
+
+
+def test_realtime_serve_on_the_kit_s_cluster_keeps_its_client_through_db_reset(cluster: Cluster) -> None:
+    """A newcomer's session: `./kit realtime serve` on the kit's cluster (no URL), an app subscribed, `./kit db
+    reset` in another terminal (a new cluster, a new password): the next check-in arrives, nothing restarted."""
+    env = {name: value for name, value in os.environ.items() if name != "ATTENDANCE_KIT_DATABASE_URL"}
+    env["ATTENDANCE_KIT_STATE_DIR"] = str(cluster.state_dir)
+    kit = [sys.executable, "-m", "attendance_kit.cli"]
+    port = free_port()
+    served = subprocess.Popen([*kit, "realtime", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert "Realtime gateway at" in served.stderr.readline()
+
+        async def scenario() -> Listener:
+            with connect(cluster.url) as conn:
+                listener = Listener(Gateway(port=port), token_for(conn, ADA.email))  # the served gateway's URL
+            await listener.join()
+            before = cluster.url
+            reset = await asyncio.to_thread(subprocess.run, [*kit, "db", "reset"], env=env, capture_output=True,
+                                            text=True)
+            assert reset.returncode == 0, reset.stderr
+            assert cluster.url != before  # another cluster: another password
+            await eventually(lambda: system_messages(listener, SUBSCRIBED) == 2, seconds=30)
+            with connect(cluster.url) as conn:
+                open_lectures(conn)
+                check_in(conn, SAM.email)
+                await eventually(lambda: listener.records() == [SAM.id])
+                await eventually(lambda: counts(conn) == {"lobby": 1})
+            await listener.client.close()
+            return listener
+
+        listener = asyncio.run(scenario())
+    finally:
+        served.terminate()
+        served.wait(30)
+    assert listener.states == [("SUBSCRIBED", "")]
