@@ -133,7 +133,7 @@ def listen(args: argparse.Namespace) -> None:
         seconds=args.seconds,
         on_listening=lambda: say(f"listening as {args.who} to {args.event if args.event != '*' else 'every'} "
                                  f"change of {tables}{f' where {args.filter}' if args.filter else ''}, {until}"),
-        on_lost=lambda lost: say(f"{lost}; reconnecting (every 0.1 s, doubling to 5 s)"),
+        on_lost=lambda lost: say(f"{lost}; {realtime.RECONNECTING}"),
         on_back=lambda seconds: say(f"the database is back after {seconds:.1f} s: listening again"))
     for event in events:
         print(realtime.render_event(event, args.format), flush=True)

@@ -42,13 +42,12 @@ import websockets
 from ..connection import connect
 from ..errors import KitError
 from ..realtime.tokens import sign
-from .gateway import Served, closed, cpu_seconds
+from .gateway import Served, closed, cpu_seconds, heartbeats
 from .realtime import PER_TRANSACTION, Load, Writer, claims_for, figures
 
 LECTURE_SIZE = 100  # clients per lecture, the teacher's included (Supabase's benchmark: 100 users per channel)
 JOINING = 100  # clients connecting and joining at once (the gateway's listen backlog is 100)
 JOIN_TIMEOUT = 300.0
-HEARTBEAT_INTERVAL = 25.0  # realtime-js's; the gateway closes a socket silent for a minute
 FILE_MARGIN = 1024  # open files besides the sockets: the libraries, the database connections
 PATHS = ("broadcast", "postgres_changes")
 
@@ -228,9 +227,6 @@ class Member:
                                            "access_token": token})
         return reader
 
-    async def heartbeat(self, ref: int) -> None:
-        await self.ws.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": str(ref)}))
-
     async def _send(self, event: str, ref: str, payload: dict[str, Any]) -> None:
         await self.ws.send(json.dumps({"topic": self.topic, "event": event, "payload": payload, "ref": ref,
                                        "join_ref": "1"}))
@@ -295,7 +291,7 @@ async def _through_gateway(served: Served, load: Lectures, path: str, rate: int,
     members = _members(served.url, load)
     cpu = _Cpu(served, load.url)
     memory_before, started = served.resident_kib(), time.monotonic()
-    heartbeats = asyncio.create_task(_heartbeats(members))  # from the first join: joining takes a while
+    beating = asyncio.create_task(heartbeats(members))  # from the first join: joining takes a while
     readers: list[asyncio.Task[None]] = []
     try:
         await _joined(members, path, readers)
@@ -305,7 +301,7 @@ async def _through_gateway(served: Served, load: Lectures, path: str, rate: int,
         joined["idle_kib_per_connection"] = round((served.resident_kib() - memory_before) / len(members), 1)
         return joined | await _measured(cpu, load, members, path, rate, seconds)
     finally:
-        heartbeats.cancel()
+        beating.cancel()
         await closed(members, readers)
 
 
@@ -368,14 +364,6 @@ async def _joined(members: list[Member], path: str, readers: list[asyncio.Task[N
     refused = [member.refused for member in members if member.refused is not None]
     if refused:
         raise KitError(f"{len(refused)} of {len(members)} clients were refused, e.g. {refused[0]}")
-
-
-async def _heartbeats(members: list[Member]) -> None:
-    """Supabase's clients' heartbeat, for every member, as long as they are connected."""
-    for ref in range(1_000_000):
-        await asyncio.sleep(HEARTBEAT_INTERVAL)
-        await asyncio.gather(*(member.heartbeat(ref) for member in members if member.ws is not None),
-                             return_exceptions=True)
 
 
 async def _measured(cpu: _Cpu, load: Lectures, members: list[Member], path: str, rate: int,

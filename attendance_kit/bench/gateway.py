@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from ..realtime.tokens import sign
 from .realtime import STUDENTS, Load, Writer, commit_time, figures, in_process
 
 TABLES = ("attendance_records", "session_analytics")
-HEARTBEAT_INTERVAL = 25.0  # seconds: realtime-js's and the Python client's
+HEARTBEAT_INTERVAL = 25.0  # realtime-js's; the gateway closes a socket silent for a minute
 
 
 def gateway(clients: int = 500, rates: tuple[int, ...] = (1000, 3000), seconds: float = 5.0,
@@ -137,23 +138,6 @@ class _Client:
             "config": {"postgres_changes": entries}, "access_token": self.token}}))
 
     async def read(self) -> None:
-        """Until the socket closes, beating the heart as Supabase's clients do (the gateway closes a socket silent
-        for 60 s)."""
-        assert self.ws is not None
-        beating = asyncio.create_task(self._heartbeat())
-        try:
-            await self._read()
-        finally:
-            beating.cancel()
-
-    async def _heartbeat(self) -> None:
-        assert self.ws is not None
-        for ref in itertools.count(1):
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
-            await self.ws.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {},
-                                           "ref": f"hb-{ref}"}))
-
-    async def _read(self) -> None:
         assert self.ws is not None
         async for frame in self.ws:
             message = json.loads(frame)
@@ -163,6 +147,15 @@ class _Client:
                 self.changes += 1
             elif message["event"] == "system" and message["payload"]["status"] == "ok":
                 self.subscribed.set()
+
+
+async def heartbeats(clients: Sequence[Any]) -> None:
+    """Supabase's clients' heartbeat, for every client (anything with a `ws`) connected, until cancelled."""
+    for ref in itertools.count(1):
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
+        frame = json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": str(ref)})
+        await asyncio.gather(*(client.ws.send(frame) for client in clients if client.ws is not None),
+                             return_exceptions=True)
 
 
 async def _connected(served: Served, load: Load, count: int, *, timed: bool = True
@@ -242,6 +235,7 @@ def soak(clients: int = 500, rate: int = 1000, seconds: float = 300.0, database_
 
 async def _soak(served: Served, load: Load, count: int, rate: int, seconds: float) -> dict[str, Any]:
     clients, readers = await _connected(served, load, count, timed=False)
+    beating = asyncio.create_task(heartbeats(clients))  # minutes: past the gateway's silence timer
     ada = clients[0]
     resident = {}
     with Writer(load.url, rate, seconds, load.checkins) as writer:
@@ -260,6 +254,7 @@ async def _soak(served: Served, load: Load, count: int, rate: int, seconds: floa
         elapsed = time.monotonic() - started
         await _caught_up(ada, writer.changes)
         resident["end"] = served.resident_kib()
+    beating.cancel()
     await closed(clients, readers)
     run = figures(writer, ada.changes, elapsed, ada.latencies)
     run["teacher_lost"] = writer.changes - ada.changes

@@ -61,7 +61,7 @@ select the primary key receives `Error 401: Unauthorized` events without values;
 """
 
 from .authorisation import TABLES_PER_CALL
-from .client import Realtime, listen, render_event
+from .client import RECONNECTING, Realtime, listen, render_event
 from .decoding import UNCHANGED_TOAST, Change, Column, PgOutputDecoder, RawValue, Relation
 from .delivery import SUBSCRIBERS_PER_LANE
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed, FeedLost
@@ -69,7 +69,7 @@ from .filters import Filter
 from .subscriptions import EVENT_TYPES, Event, Subscriber, Subscription
 
 __all__ = [
-    "EVENT_TYPES", "MAX_MESSAGES_PER_POLL", "POLL_INTERVAL", "PUBLICATION", "SUBSCRIBERS_PER_LANE",
+    "EVENT_TYPES", "MAX_MESSAGES_PER_POLL", "POLL_INTERVAL", "PUBLICATION", "RECONNECTING", "SUBSCRIBERS_PER_LANE",
     "TABLES_PER_CALL", "UNCHANGED_TOAST", "Change", "ChangeFeed", "Column", "Event", "FeedLost", "Filter",
     "PgOutputDecoder", "RawValue", "Realtime", "Relation", "Subscriber", "Subscription", "listen", "render_event",
 ]

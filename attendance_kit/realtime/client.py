@@ -90,7 +90,7 @@ class Realtime:
         URL read afresh: `db reset` gives it a new password) and no other kit command is changing it."""
         self.close()
         self._open(connection.database_url(self.database_url, start=False))
-        self.last_poll_changes = 0
+        self.last_poll_changes, self.last_poll_behind = 0, 0.0
 
     def subscribe(self, who: str | uuid.UUID | None = None, *, claims: dict[str, Any] | None = None,
                   tables: Sequence[str] | None = None, event: str = "*", filter: str | None = None,
@@ -225,6 +225,9 @@ def _ended(conn: psycopg.Connection) -> bool:
     return False
 
 
+RECONNECTING = "reconnecting (every 0.1 s, doubling to 5 s)"  # as `reconnect_delays` waits
+
+
 def reconnect_delays(first: float = 0.1, most: float = 5.0) -> Iterator[float]:
     """How long to wait before each attempt to reconnect: 0.1 s, doubling, then every 5 s (Supabase Realtime's
     poller backs off from 100 ms to 5 s too)."""
@@ -232,6 +235,20 @@ def reconnect_delays(first: float = 0.1, most: float = 5.0) -> Iterator[float]:
     while True:
         yield delay
         delay = min(most, delay * 2)
+
+
+class AwayReasons:
+    """Why reconnecting keeps failing, to be told only when it changes: the first failure's reason is the loss's
+    own (already told), a later one new (e.g. the database back with another password)."""
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def changed(self, error: Exception) -> str | None:
+        """What to tell of `error` if its reason is not the one before; None for the first and for the same again."""
+        reason, last = one_line(error), self._last
+        self._last = reason
+        return f"still without the database: {reason}" if last is not None and reason != last else None
 
 
 def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Sequence[str] = (),
@@ -270,7 +287,7 @@ def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Seq
 def _reconnect(realtime: Realtime, deadline: float | None, on_lost: Callable[[FeedLost], None] | None) -> bool:
     """Reconnect, backing off, until it works (True) or the deadline passes (False); a new reason for failing
     (e.g. the database back with another password) goes to `on_lost`."""
-    delays, why = reconnect_delays(), None
+    delays, reasons = reconnect_delays(), AwayReasons()
     while True:
         delay = next(delays)
         if deadline is not None and time.monotonic() + delay > deadline:
@@ -280,10 +297,8 @@ def _reconnect(realtime: Realtime, deadline: float | None, on_lost: Callable[[Fe
             realtime.reconnect()
             return True
         except (KitError, psycopg.Error) as error:  # still away, or going away again: try later
-            reason = one_line(error)
-            if why is not None and reason != why and on_lost is not None:
-                on_lost(FeedLost(f"still without the database: {reason}"))
-            why = reason
+            if (told := reasons.changed(error)) is not None and on_lost is not None:
+                on_lost(FeedLost(told))
 
 
 def render_event(event: Event, output_format: str = "jsonl") -> str:

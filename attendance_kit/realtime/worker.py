@@ -44,7 +44,7 @@ from .channel_model import (
     Subscribe,
     Unsubscribe,
 )
-from .client import Realtime, reconnect_delays
+from .client import RECONNECTING, AwayReasons, Realtime, reconnect_delays
 from .feed import FeedLost, lost
 from .subscriptions import Delivered, Subscriber
 
@@ -151,14 +151,14 @@ class DatabaseWorker(threading.Thread):
     def _recover(self, realtime: Realtime, loss: FeedLost) -> bool:
         """Without a database: commands answered unavailable, reconnecting as `reconnect_delays` says; True once
         back (counts taken back, `on_back` said), False if told to stop meanwhile."""
-        log.warning("realtime gateway: %s; reconnecting (every 0.1 s, doubling to 5 s)", loss)
+        log.warning("realtime gateway: %s; %s", loss, RECONNECTING)
         realtime.close()
         realtime.subscribers.clear()
         self._subscriber_of.clear()
         self._channel_of.clear()
         self._counted.clear()
         self._on_lost(loss)
-        lost_at, delays, why = time.monotonic(), reconnect_delays(), None
+        lost_at, delays, reasons = time.monotonic(), reconnect_delays(), AwayReasons()
         while True:
             attempt_at = time.monotonic() + next(delays)
             while (wait := attempt_at - time.monotonic()) > 0:  # commands meanwhile do not hurry the attempt
@@ -169,7 +169,8 @@ class DatabaseWorker(threading.Thread):
                 if self._gateway:
                     channels.reconcile(realtime.conn, self._gateway)
             except (KitError, psycopg.Error) as error:  # still away (or away again): the next attempt, later
-                why = _say_if_new_reason(why, error)
+                if (told := reasons.changed(error)) is not None:
+                    log.warning("realtime gateway: %s", told)
                 continue
             log.warning("realtime gateway: the database is back after %.1f s; subscribing the channels again",
                         time.monotonic() - lost_at)
@@ -251,12 +252,3 @@ class DatabaseWorker(threading.Thread):
                 return
             if command is not None:
                 self._on_done(command, None, KitError("the gateway is stopping"))
-
-
-def _say_if_new_reason(said: str | None, error: Exception) -> str:
-    """Why a reconnect failed, logged when it is not why the one before failed (the first is the loss's own):
-    e.g. a database back with another password, after `db reset`, behind a URL given by hand."""
-    reason = one_line(error)
-    if said is not None and reason != said:
-        log.warning("realtime gateway: still without the database: %s", reason)
-    return reason
