@@ -130,7 +130,7 @@ def listen(args: argparse.Namespace) -> None:
     until = f"for {args.seconds:g} s" if args.seconds is not None else "until Ctrl-C"
     events = realtime.listen(
         args.who, database_url=args.database_url, tables=args.table or (), event=args.event, filter=args.filter,
-        seconds=args.seconds,
+        select=args.select.split(",") if args.select else None, seconds=args.seconds,
         on_listening=lambda: say(f"listening as {args.who} to {args.event if args.event != '*' else 'every'} "
                                  f"change of {tables}{f' where {args.filter}' if args.filter else ''}, {until}"),
         on_lost=lambda lost: say(f"{lost}; {realtime.RECONNECTING}"),
@@ -258,7 +258,10 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--database-url", help=f"default: ${URL_VARIABLE}, else the embedded cluster")
     ls.add_argument("--table", action="append", help="a published table (repeatable; default: all)")
     ls.add_argument("--event", default="*", help="INSERT, UPDATE, DELETE or * (default)")
-    ls.add_argument("--filter", help="Supabase's column filter, e.g. session_id=eq.<uuid> (one --table)")
+    ls.add_argument("--filter", help="Supabase's column filters, e.g. session_id=eq.<uuid>,status=not.eq.absent "
+                    "(one --table)")
+    ls.add_argument("--select", help="the columns events carry besides the primary key, comma-separated "
+                    "(one --table)")
     ls.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     ls.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
     ls.set_defaults(run=listen)

@@ -490,3 +490,55 @@ def test_a_write_check_the_database_could_not_answer_is_asked_again(state: Chann
     assert sent(unanswered) == [Message(LECTURE, "phx_reply", {"status": "error", "response": {}}, "3", "1")]
     again = state.receive(sam, Message(LECTURE, "broadcast", wave, "4", "1"), NOW)
     assert [command.purpose for command in again.commands] == ["write"]  # not cached as a denial
+
+
+def waiting(*entries: Any, **options: Any) -> dict[str, Any]:
+    return {"config": {"postgres_changes": list(entries), "postgres_changes_options": {"wait": True, **options}}}
+
+
+def test_a_join_that_asks_to_wait_is_answered_once_subscribed_then_said_subscribed(state: ChannelState,
+                                                                                   ada: Client) -> None:
+    out = state.receive(ada, join(LOBBY, "3", waiting(ENTRY)), NOW)
+    (channel,) = ada.joining.values()
+    assert sent(out) == [] and LOBBY not in ada.channels
+    assert out.commands == [Subscribe(channel, channel.claims, [ENTRY], True)]
+    assert out.expiries == [(channel, NOW + 15)]  # Supabase's default wait
+    out = state.subscription_done(out.commands[0], None)
+    assert [m.event for m in sent(out)] == ["phx_reply", "system"]
+    assert sent(out)[0].payload["status"] == "ok" and sent(out)[1].payload["message"] == "Subscribed to PostgreSQL"
+    assert out.commands == [CountIn(channel, SESSION, "lobby")]  # counted, not subscribed twice
+    assert ada.channels[LOBBY] is channel and not ada.joining
+    assert state.expire(channel, NOW + 60).messages != []  # its timer is now the token's: expired, shut down
+
+
+def test_a_waiting_join_is_refused_with_supabase_s_reasons(state: ChannelState, ada: Client) -> None:
+    out = state.receive(ada, join("realtime:a", "1", waiting(ENTRY, timeout=60_000)), NOW)
+    assert out.expiries[0][1] == NOW + 20  # the server's most
+    out = state.subscription_done(out.commands[0], ChannelRefused("Unable to subscribe to changes with ..."))
+    assert sent(out)[0].payload == {"status": "error", "response": {
+        "reason": "RealtimeDisabledForConfiguration: Unable to subscribe to changes with ..."}}
+    state.feed_lost()
+    out = state.receive(ada, join("realtime:b", "2", waiting(ENTRY, timeout=500)), NOW)
+    (channel,) = ada.joining.values()
+    assert out.commands == []  # the database is away: asked when it is back, if in time
+    assert state.expire(channel, NOW + 0.5).messages[0][1].payload == {"status": "error", "response": {
+        "reason": "PostgresChangesSubscribeTimeout: Timed out after 500ms waiting for the postgres_changes "
+                  "subscription"}}
+    assert not ada.joining and "realtime:b" not in ada.channels
+
+
+def test_a_waiting_join_is_subscribed_when_the_database_is_back(state: ChannelState, ada: Client) -> None:
+    state.feed_lost()
+    state.receive(ada, join("realtime:c", "1", waiting(ENTRY)), NOW)
+    (channel,) = ada.joining.values()
+    out = state.feed_back()
+    assert out.commands == [Subscribe(channel, channel.claims, [ENTRY], True)]
+    assert state.subscription_done(out.commands[0], DatabaseUnavailable()).messages == []  # still waiting
+    assert sent(state.subscription_done(out.commands[0], None))[0].payload["status"] == "ok"
+
+
+def test_wait_without_entries_or_false_answers_at_once(state: ChannelState, ada: Client) -> None:
+    for payload in (waiting(), {"config": {"postgres_changes": [ENTRY],
+                                           "postgres_changes_options": {"wait": "false"}}}):
+        out = state.receive(ada, join(f"realtime:{len(ada.channels)}", "1", payload), NOW)
+        assert sent(out)[0].payload["status"] == "ok"

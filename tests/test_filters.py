@@ -1,176 +1,277 @@
-"""The filter parser (realtime/filters.py): Supabase's syntax, bound to a column on a real server, matched on rows.
+"""Filters (realtime/filters.py) as Supabase Realtime takes them: its parser's results and refusals, its trigger's
+checks and words, and evaluation by PostgreSQL with Supabase's semantics, through a real `Realtime` feed.
 
-Matching is checked against PostgreSQL itself: for each filter, the rows `Filter.matches` accepts are the rows
-the same comparison selects in SQL.
+What Supabase does was read in supabase/realtime (`Subscriptions.parse_subscription_params` and its doctests,
+`realtime.subscription_check_filters`, `realtime.check_equality_op`, `realtime.is_visible_through_filters`) and
+run: the same subscriptions and changes through Supabase's own parser and SQL gave these answers (README).
 """
 
 from __future__ import annotations
-
-import re
-import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import psycopg
 import pytest
 
 from attendance_kit import KitError
-from attendance_kit.demo import ENGINES_LECTURE
-from attendance_kit.realtime.filters import (
-    MAX_IN_VALUES,
-    Filter,
-    ParsedFilter,
-    bind_filter,
-    elixir_filters,
-    parse_filter,
-)
+from attendance_kit.realtime import Realtime
+from attendance_kit.realtime.elixir import inspect
+from attendance_kit.realtime.filters import FilterRefused, FilterSyntaxError, Term, check_filter, parse_filter
+from attendance_kit.realtime.subscriptions import ChannelRefused
 
-FIRST, SECOND, THIRD = (uuid.UUID(f"f0000000-0000-4000-8000-00000000000{n}") for n in (1, 2, 3))
+SERVICE = {"role": "service_role"}
 
+
+# --- parsing: Supabase's parser's results -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "terms"), [
+    ("subject=eq.hey", [("subject", "eq", "hey", False)]),
+    ("subject=in.(hidee,ho)", [("subject", "in", "{hidee,ho}", False)]),
+    ("subject=not.like.hey%", [("subject", "like", "hey%", True)]),
+    ("id=gt.0,id=lt.100", [("id", "gt", "0", False), ("id", "lt", "100", False)]),
+    ("", []), ("   ", []),
+    # A comma inside parentheses or inside a quoted value does not split; quotes and escapes come off.
+    ('label=in.(a,"b,c"),n=not.is.null', [("label", "in", '{a,"b,c"}', False), ("n", "is", "null", True)]),
+    ('label=eq."x,y",n=eq.1', [("label", "eq", "x,y", False), ("n", "eq", "1", False)]),
+    (r'label=eq."say \"hi\", \\o/"', [("label", "eq", 'say "hi", \\o/', False)]),
+    ('label=eq."unclosed', [("label", "eq", '"unclosed', False)]),
+    ('label=eq.a"b,n=eq.1', [("label", "eq", 'a"b', False), ("n", "eq", "1", False)]),  # a quote mid-value
+    ("title=eq.a=b.c", [("title", "eq", "a=b.c", False)]),  # the value is everything after the operator's dot
+])
+def test_parse_gives_supabase_s_terms(text: str, terms: list[tuple[str, str, str, bool]]) -> None:
+    assert parse_filter(text) == tuple(Term(*term) for term in terms)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("subject=foo.hey", '["foo", "hey"]'),
+    ("undefined", '["undefined"]'),
+    ("n=eq", '["eq"]'),
+    ("n=not.eq", '["eq"]'),
+    ("  n = eq.1 ", '[" eq", "1"]'),  # no trimming inside a term: " eq" is no operator
+    ("n=in.5", "`in` filter value must be wrapped by parentheses"),
+    ("n=in.(5", "`in` filter value must be wrapped by parentheses"),
+    ("n=eq.5,,label=eq.a", "filter must not contain empty segments (check for extra commas)"),
+    ("n=eq.5,", "filter must not contain empty segments (check for extra commas)"),
+    ('n=foo."#{x}"', '["foo", "\\"\\#{x}\\""]'),  # Elixir's inspect escapes quotes and #{
+])
+def test_parse_refuses_with_supabase_s_reason(text: str, reason: str) -> None:
+    with pytest.raises(FilterSyntaxError) as refused:
+        parse_filter(text)
+    assert refused.value.reason == reason
+    assert str(refused.value) == f"Error parsing `filter` params: {reason}"
+
+
+def test_params_are_quoted_as_elixir_quotes_them() -> None:
+    assert inspect([("n", "in", '{a,"b"}', False)]) == '[{"n", "in", "{a,\\"b\\"}", false}]'
+    assert inspect(None) == "nil" and inspect(["label"]) == '["label"]'
+    many = [(f"column_{i}", "eq", "1", False) for i in range(3)]  # past 80 characters: an element a line
+    assert inspect(many) == '[\n  {"column_0", "eq", "1", false},\n  {"column_1", "eq", "1", false},\n' \
+                            '  {"column_2", "eq", "1", false}\n]'
+    long = "{" + ",".join(map(str, range(101))) + "}"  # a tuple too wide: as many elements a line as fit
+    assert inspect([("n", "in", long, False)]) == f'[\n  {{"n", "in",\n   "{long}",\n   false}}\n]'
+
+
+# --- checking, when a subscription is made: Supabase's trigger ---------------------------------------------------
 
 @pytest.fixture
 def probe(conn: psycopg.Connection) -> psycopg.Connection:
-    """A table of every type the tests filter on, three rows and one of NULLs; `authenticated` may select all
-    its columns but `secret`."""
+    """A published table of many types; `authenticated` may select every column but `secret`."""
     conn.execute("""
         create table public.filter_probe (
-            id uuid primary key, label text, at timestamptz, present boolean, amount numeric(6, 2),
-            seats int, secret text);
-        revoke all on public.filter_probe from anon, authenticated;  -- Supabase's default privileges grant them
-        grant select (id, label, at, present, amount, seats) on public.filter_probe to authenticated;
+            id int primary key, label text, n int, amount numeric(6, 2), at timestamptz, flag boolean, uid uuid,
+            tags text[], code varchar(10), secret text);
+        revoke all on public.filter_probe from anon, authenticated;
+        grant select (id, label, n, amount, at, flag, uid, tags, code) on public.filter_probe to authenticated;
+        grant select on public.filter_probe to service_role;
+        alter publication live_attendance_pub add table public.filter_probe;
     """)
-    conn.execute("""
-        insert into public.filter_probe values
-            (%s, 'alpha', '2026-11-25 10:00:00+00', true, 1.50, 10, 's'),
-            (%s, 'beta, gamma', '2026-11-25 11:00:00+00', false, 2.25, 20, 's'),
-            (%s, 'delta', '2026-11-26 09:30:00+00', true, -3, 30, 's'),
-            ('f0000000-0000-4000-8000-0000000000ff', null, null, null, null, null, null);
-    """, [FIRST, SECOND, THIRD])
     return conn
 
 
-def bound(conn: psycopg.Connection, text: str, role: str = "authenticated") -> Filter:
-    return bind_filter(conn, "public", "filter_probe", role, parse_filter(text))
+def refusal(conn: psycopg.Connection, text: str, select: list[str] | None = None, role: str = "authenticated") -> str:
+    with pytest.raises(FilterRefused) as refused:
+        check_filter(conn, "public.filter_probe", role, parse_filter(text), select)
+    return str(refused.value)
 
 
-def python_matches(conn: psycopg.Connection, text: str) -> set[uuid.UUID]:
-    """The ids of the rows the bound filter matches, the rows as a SELECT returns them."""
-    cursor = conn.execute("select id, label, at, present, amount, seats from public.filter_probe")
-    names = [column.name for column in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    condition = bound(conn, text)
-    return {row["id"] for row in rows if condition.matches(row)}
-
-
-SQL_OPERATORS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
-
-
-def sql_matches(conn: psycopg.Connection, text: str) -> set[uuid.UUID]:
-    """The ids of the rows PostgreSQL selects with the same comparison, the value cast to the column's type."""
-    column, operator, raw = parse_filter(text)
-    column_type = conn.execute("select format_type(atttypid, atttypmod) from pg_attribute "
-                               "where attrelid = 'public.filter_probe'::regclass and attname = %s",
-                               [column]).fetchone()[0]
-    if operator == "in":
-        condition, value = f"= any (%s::text[]::{column_type}[])", [v.strip().strip('"') for v in raw[1:-1].split(",")]
-    else:
-        condition, value = f"{SQL_OPERATORS[operator]} %s::{column_type}", raw
-    return {row[0] for row in conn.execute(f"select id from public.filter_probe where {column} {condition}",
-                                           [value]).fetchall()}
-
-
-@pytest.mark.parametrize("text", [
-    f"id=eq.{FIRST}", f"id=neq.{FIRST}", f"id=in.({FIRST},{THIRD})", f'id=in.("{SECOND}", "{THIRD}")',
-    "label=eq.alpha", "label=neq.alpha", "label=in.(alpha,delta)",
-    "at=eq.2026-11-25T11:00:00+00:00", "at=eq.2026-11-25 12:00:00+01", "at=lt.2026-11-25T11:00:00Z",
-    "at=lte.2026-11-25T11:00:00Z", "at=gt.2026-11-25T11:00:00Z", "at=gte.2026-11-25T11:00:00Z",
-    "at=in.(2026-11-25T10:00:00Z,2026-11-26 10:30:00+01)",
-    "present=eq.true", "present=eq.t", "present=neq.yes", "present=in.(false)",
-    "amount=eq.1.5", "amount=neq.1.50", "amount=lt.2.25", "amount=lte.2.25", "amount=gt.-3", "amount=gte.-3.00",
-    "amount=in.(1.5,-3)", "seats=gt.10", "seats=lte.20", "seats=in.(10, 30)",
+@pytest.mark.parametrize(("text", "message"), [
+    ("nope=eq.1", "ERROR P0001 (raise_exception) invalid column for filter nope"),
+    ("secret=eq.s", "ERROR P0001 (raise_exception) invalid column for filter secret"),  # not the role's
+    ("n=eq.x", 'ERROR 22P02 (invalid_text_representation) invalid input syntax for type integer: "x"'),
+    ("uid=in.(1,2)", 'ERROR 22P02 (invalid_text_representation) invalid input syntax for type uuid: "1"'),
+    ("n=is.maybe", "ERROR P0001 (raise_exception) invalid value for is filter: must be null, true, false, or unknown"),
+    ("n=is.true", "ERROR P0001 (raise_exception) is true filter requires a boolean column, got integer"),
+    ("n=like.1%", "ERROR P0001 (raise_exception) operator like requires a text-compatible column type, got integer"),
+    ("code=ilike.a%",
+     "ERROR P0001 (raise_exception) operator ilike requires a text-compatible column type, got character varying"),
+    ("n=match.1", "ERROR P0001 (raise_exception) operator match requires a text-compatible column type, got integer"),
+    ("label=imatch.(", "ERROR P0001 (raise_exception) invalid regular expression for imatch filter: "
+                       "invalid regular expression: parentheses () not balanced"),
+    ("n=in.(" + ",".join(map(str, range(101))) + ")",
+     "ERROR P0001 (raise_exception) too many values for `in` filter. Maximum 100"),
+    ("n=eq.1,nope=eq.1", "ERROR P0001 (raise_exception) invalid column for filter nope"),  # each term, in order
 ])
-def test_a_bound_filter_matches_the_rows_postgresql_selects(probe: psycopg.Connection, text: str) -> None:
-    matched = python_matches(probe, text)
-    assert matched == sql_matches(probe, text)
-    if not text.startswith("id="):  # the row of NULLs has an id
-        assert uuid.UUID("f0000000-0000-4000-8000-0000000000ff") not in matched  # NULL matches no comparison
+def test_the_database_refuses_as_supabase_s_trigger_does(probe: psycopg.Connection, text: str, message: str) -> None:
+    assert refusal(probe, text) == message
 
 
-def test_values_are_typed_as_their_column(probe: psycopg.Connection) -> None:
-    assert bound(probe, f"id=eq.{FIRST}").values == (FIRST,)
-    assert bound(probe, "at=eq.2026-11-25 12:00:00+01").values == (datetime(2026, 11, 25, 11, tzinfo=UTC),)
-    assert bound(probe, "present=eq.yes").values == (True,)
-    assert bound(probe, "amount=eq.1.5").values == (Decimal("1.50"),)  # numeric(6, 2): the column's scale
-    assert bound(probe, "seats=in.( 10 ,\"20\")").values == (10, 20)
-    assert bound(probe, "label=in.(\"beta\", gamma)") == Filter("label", "in", ("beta", "gamma"))
+def test_what_the_trigger_accepts(probe: psycopg.Connection) -> None:
+    for text in ("n=in.(" + ",".join(map(str, range(100))) + ")", "secret=eq.s", "flag=is.unknown",
+                 "label=like.a%,label=not.match.^b", "n=is.null", "amount=eq.123456",  # numeric, not numeric(6,2)
+                 'tags=eq."{a,b}"', "at=gt.2026-11-25 10:00+01", "label=isdistinct.null"):
+        check_filter(probe, "public.filter_probe", "service_role", parse_filter(text), ["label"])
+    assert refusal(probe, "", ["label", "secret"]) == "ERROR P0001 (raise_exception) invalid column for select secret"
+    # `isdistinct`'s value is cast as the column's type: `null` is no integer.
+    assert refusal(probe, "n=isdistinct.null") == ('ERROR 22P02 (invalid_text_representation) invalid input '
+                                                   'syntax for type integer: "null"')
 
 
-def test_a_null_or_missing_value_matches_nothing_not_even_neq() -> None:
-    for operator in ("eq", "neq", "lt", "lte", "gt", "gte", "in"):
-        condition = Filter("seats", operator, (10,))
-        assert not condition.matches({"seats": None}) and not condition.matches({})
-    assert Filter("seats", "neq", (10,)).matches({"seats": 11})
+# --- evaluation: which changes reach which filter ----------------------------------------------------------------
+
+ROWS = """insert into public.filter_probe values
+    (1, 'alpha', 5, 1.50, '2026-11-25 10:00:00+00', true, 'f0000000-0000-4000-8000-000000000001', '{a,b}', 'abc', 's'),
+    (2, 'Beta, gamma', 20, 2.25, '2026-11-25 11:00:00+00', false, 'f0000000-0000-4000-8000-000000000002', '{c}', 'B',
+     's'),
+    (3, 'a_b%c', -3, -3, '2026-11-26 09:30:00+00', true, null, '{}', 'a_b', 's'),
+    (4, null, null, null, null, null, null, null, null, null)"""
 
 
-def test_parse_takes_column_operator_and_raw_value() -> None:
-    assert parse_filter(f"  session_id=eq.{ENGINES_LECTURE} ") == ParsedFilter("session_id", "eq", ENGINES_LECTURE)
-    assert parse_filter("title=eq.a=b.c") == ParsedFilter("title", "eq", "a=b.c")  # the value is everything after
-    assert parse_filter('status=in.("live", ended)') == ParsedFilter("status", "in", '("live", ended)')
+def delivered_ids(probe: psycopg.Connection, db_url: str, filters: list[str],
+                  select: list[str] | None = None) -> dict[str, list[int]]:
+    """Which rows of ROWS reach a channel subscribed with each filter (service_role: no RLS in the way)."""
+    with Realtime(db_url) as realtime:
+        subscribers = {text: realtime.subscribe_channel(SERVICE, [{"event": "INSERT", "schema": "public",
+                                                                   "table": "filter_probe", "filter": text}])
+                       for text in filters}
+        probe.execute(ROWS)
+        events = realtime.poll()
+    return {text: [event["record"]["id"] for event in events.get(subscriber, [])]
+            for text, subscriber in subscribers.items()}
 
 
-@pytest.mark.parametrize("text", ["session_id=like.x", "session_id=eq", "=eq.1", "session_id", "1column=eq.1",
-                                  "session_id = eq.1", ""])
-def test_bad_syntax_says_the_form_and_the_operators(text: str) -> None:
-    with pytest.raises(KitError, match=r"is not column=operator.value \(operators: eq, neq, lt, lte, gt, gte, "
-                                       r"in\), e.g. session_id=eq.5e"):
-        parse_filter(text)
+def selected_ids(conn: psycopg.Connection, condition: str) -> list[int]:
+    return [row[0] for row in conn.execute(f"select id from public.filter_probe where {condition} order by id")]
 
 
-def test_in_needs_parentheses() -> None:
-    for text in ("status=in.live,ended", "status=in.(live,ended", "status=in.live)"):
-        with pytest.raises(KitError, match=r"^`in` filter value must be wrapped by parentheses$"):
-            parse_filter(text)
+COMPARED = {  # a filter, and the same condition written in SQL by hand
+    "label=eq.alpha": "label = 'alpha'", "label=neq.alpha": "label <> 'alpha'",
+    "label=lt.b": "label < 'b'", "label=gte.Beta": "label >= 'Beta'",
+    "label=like.a%": "label like 'a%'", "label=like.a\\_b\\%c": "label like 'a\\_b\\%c'",
+    "label=ilike.BETA%": "label ilike 'BETA%'", "label=not.like.a%": "not (label like 'a%')",
+    "label=match.^[ab]": "label ~ '^[ab]'", "label=imatch.^B": "label ~* '^B'",
+    'label=in.(alpha,"Beta, gamma")': "label in ('alpha', 'Beta, gamma')",
+    "label=not.in.(alpha)": "not (label in ('alpha'))",
+    "n=gt.1,n=lt.10": "n > 1 and n < 10", "n=not.gt.0": "not (n > 0)", "n=lte.-3": "n <= -3",
+    "amount=eq.1.5": "amount = 1.5", "amount=in.(2.250,-3)": "amount in (2.25, -3)",
+    "at=eq.2026-11-25 12:00:00+01": "at = '2026-11-25 11:00:00+00'",
+    "at=lt.2026-11-25T11:00:00Z": "at < '2026-11-25 11:00Z'",
+    "flag=eq.t": "flag", "flag=neq.true": "flag <> true", "flag=is.false": "flag is false",
+    "flag=not.is.true": "flag is not true", "flag=is.unknown": "flag is unknown",
+    "uid=eq.F0000000-0000-4000-8000-000000000002": "uid = 'f0000000-0000-4000-8000-000000000002'",
+    "uid=is.null": "uid is null", "uid=not.is.null": "uid is not null",
+    "n=isdistinct.5": "n is distinct from 5", "n=not.isdistinct.5": "n is not distinct from 5",
+    "code=eq.abc": "code = 'abc'", "code=lt.b": "code < 'b'",
+    "label=eq.Alpha": "false",
+}
 
 
-def test_in_takes_at_most_100_values(probe: psycopg.Connection) -> None:
-    hundred = ",".join(str(n) for n in range(MAX_IN_VALUES))
-    assert len(bound(probe, f"seats=in.({hundred})").values) == 100
-    with pytest.raises(KitError, match=r"^too many values for `in` filter. Maximum 100$"):
-        bound(probe, f"seats=in.({hundred},100)")
+def test_a_filter_reaches_the_rows_postgresql_selects_with_the_same_condition(
+        probe: psycopg.Connection, db_url: str) -> None:
+    reached = delivered_ids(probe, db_url, list(COMPARED))
+    assert {text: selected_ids(probe, condition) for text, condition in COMPARED.items()} == reached
+    # NULL reaches no comparison, negated or not; only `is` and `isdistinct` reach it.
+    assert 4 not in reached["label=neq.alpha"] + reached["label=not.like.a%"] + reached["n=not.gt.0"]
+    assert 4 in reached["uid=is.null"] and 4 in reached["n=isdistinct.5"] and 4 in reached["flag=is.unknown"]
 
 
-@pytest.mark.parametrize("operator", ["lt", "lte", "gt", "gte"])
-def test_ordering_a_text_column_is_refused(probe: psycopg.Connection, operator: str) -> None:
-    with pytest.raises(KitError, match=rf"filter 'label={operator}.m': ordering text depends on the collation; "
-                                       "use eq, neq or in"):
-        bound(probe, f"label={operator}.m")
+def test_an_in_of_a_hundred_values_and_quoted_elements(probe: psycopg.Connection, db_url: str) -> None:
+    hundred = "n=in.(" + ",".join(map(str, range(-50, 50))) + ")"
+    quoted = 'label=in.("alpha", "Beta, gamma",NULL)'  # an array literal: NULL unquoted is NULL, no match
+    reached = delivered_ids(probe, db_url, [hundred, quoted])
+    assert reached == {hundred: [1, 2, 3], quoted: [1, 2]}
 
 
-def test_a_column_the_role_may_not_select_is_refused_as_one_that_does_not_exist(probe: psycopg.Connection) -> None:
-    assert bound(probe, "secret=eq.s", role="service_role").values == ("s",)
-    for column in ("secret", "nope"):
-        with pytest.raises(KitError, match=rf"^invalid column for filter {column}: not a column of "
-                                           "public.filter_probe that role authenticated may select$"):
-            bound(probe, f"{column}=eq.s")
-    with pytest.raises(KitError, match="that role anon may select"):
-        bind_filter(probe, "public", "attendance_records", "anon", parse_filter(f"session_id=eq.{ENGINES_LECTURE}"))
+def test_an_array_column_s_filter_never_holds_as_its_value_comes_back_from_json(
+        probe: psycopg.Connection, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Supabase compares a change's value after a trip through JSON; an array's comes back as `["a", "b"]`, which
+    is no array literal (on Supabase the error fails its change feed: the kit says so, once per subscription)."""
+    assert delivered_ids(probe, db_url, ['tags=eq."{a,b}"', "tags=is.null", "n=eq.5"]) == {
+        'tags=eq."{a,b}"': [], "tags=is.null": [4], "n=eq.5": [1]}
+    warnings = [r.getMessage() for r in caplog.records if "array column" in r.getMessage()]
+    assert len(warnings) == 2 and "on Supabase Realtime it fails the change feed" in warnings[0]
 
 
-@pytest.mark.parametrize(("text", "type_name"), [
-    ("id=eq.not-a-uuid", "uuid"), ("at=gt.yesterday-ish", "timestamp with time zone"),
-    ("present=eq.maybe", "boolean"), ("amount=lt.1,5", "numeric"), ("seats=in.(1,2.5)", "integer"),
+def test_a_delete_s_filter_holds_only_on_what_the_replica_identity_logged(
+        probe: psycopg.Connection, db_url: str) -> None:
+    probe.execute(ROWS)
+    with Realtime(db_url) as realtime:
+        on_key, on_label, null_label = (
+            realtime.subscribe_channel(SERVICE, [{"event": "DELETE", "schema": "public", "table": "filter_probe",
+                                                  "filter": text}])
+            for text in ("id=eq.1", "label=eq.alpha", "label=is.null"))
+        probe.execute("delete from public.filter_probe where id in (1, 4)")
+        default = realtime.poll()
+        probe.execute("alter table public.filter_probe replica identity full")
+        probe.execute("delete from public.filter_probe where id = 2; insert into public.filter_probe (id, label) "
+                      "values (1, 'alpha'); delete from public.filter_probe where id = 1")
+        full = realtime.poll()
+    assert [e["old_record"] for e in default[on_key]] == [{"id": 1}]
+    assert on_label not in default and null_label not in default  # `label` was not logged: no filter on it holds
+    assert [e["old_record"]["id"] for e in full[on_label]] == [1]
+
+
+def test_select_narrows_the_events_to_its_columns_and_the_key(probe: psycopg.Connection, db_url: str) -> None:
+    probe.execute("insert into public.filter_probe (id, label, n) values (9, 'x', 1)")
+    with Realtime(db_url) as realtime:
+        narrow = realtime.subscribe_channel({"role": "authenticated"}, [
+            {"event": "*", "schema": "public", "table": "filter_probe", "select": ["n", "label"]}])
+        probe.execute("update public.filter_probe set n = 2 where id = 9; delete from public.filter_probe where id = 9")
+        update, delete = realtime.poll()[narrow]
+    assert [c["name"] for c in update["columns"]] == ["id", "label", "n"]
+    assert update["record"] == {"id": 9, "label": "x", "n": 2} and update["old_record"] == {"id": 9}
+    assert delete["old_record"] == {"id": 9} and [c["name"] for c in delete["columns"]] == ["id", "label", "n"]
+
+
+def test_a_channel_s_entries_with_different_selections_get_an_event_each(probe: psycopg.Connection,
+                                                                        db_url: str) -> None:
+    with Realtime(db_url) as realtime:
+        channel = realtime.subscribe_channel(SERVICE, [
+            {"event": "INSERT", "schema": "public", "table": "filter_probe", "select": ["n"]},
+            {"event": "*", "schema": "public", "table": "filter_probe"},
+            {"event": "INSERT", "schema": "public", "table": "filter_probe", "select": ["n"], "filter": "n=gt.0"}])
+        probe.execute("insert into public.filter_probe (id, label, n) values (9, 'x', 1)")
+        delivered = realtime.poll_delivered()[channel]
+    assert [(sorted(d.event["record"]), d.subscriptions) for d in delivered] == [
+        (["amount", "at", "code", "flag", "id", "label", "n", "secret", "tags", "uid"], (1,)),  # all columns first
+        (["id", "n"], (0, 2))]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"table": "filter_probe", "select": "n"},
+     'Error parsing `select` params: expected a list of column name strings, e.g. select: ["col1", "col2"]'),
+    ({"schema": "public", "table": "*", "select": ["n"]},
+     "Column selection is not supported for wildcard subscriptions. Provide an explicit schema and table name."),
+    ({"schema": "public", "table": "filter_probe", "filter": "n=eq.1", "select": ["nope", "n"]},
+     "Unable to subscribe to changes with given parameters. An exception happened so please check your connect "
+     'parameters: [event: *, schema: public, table: filter_probe, filters: [{"n", "eq", "1", false}], '
+     'select: ["nope", "n"]]. Exception: ERROR P0001 (raise_exception) invalid column for select nope'),
+    ({"schema": "public", "table": "filter_probe", "filter": None},
+     'No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: '
+     '%{"filter" => nil, "schema" => "public", "table" => "filter_probe"}'),
+    ({"schema": "public", "filter": "n=eq.1"},
+     'No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: '
+     '%{"filter" => "n=eq.1", "schema" => "public"}'),
 ])
-def test_a_value_that_does_not_cast_fails_at_binding_with_postgresql_s_message(
-        probe: psycopg.Connection, text: str, type_name: str) -> None:
-    with pytest.raises(KitError, match=rf"^filter '{re.escape(text)}': invalid input syntax for type {type_name}"):
-        bound(probe, text)
+def test_a_channel_entry_is_refused_in_supabase_s_words(probe: psycopg.Connection, db_url: str, entry: dict,
+                                                       message: str) -> None:
+    with Realtime(db_url) as realtime, pytest.raises(ChannelRefused) as refused:
+        realtime.subscribe_channel({"role": "authenticated"}, [entry])
+    assert str(refused.value) == message
 
 
-def test_a_numeric_value_beyond_the_column_s_precision_fails_at_binding(probe: psycopg.Connection) -> None:
-    with pytest.raises(KitError, match=r"^filter 'amount=eq.123456': numeric field overflow"):
-        bound(probe, "amount=eq.123456")
-
-
-def test_elixir_filters_as_supabase_logs_them() -> None:
-    assert elixir_filters(None) == "[]"
-    assert elixir_filters(parse_filter('status=in.("live",x)')) == '[{"status", "in", "(\\"live\\",x)", false}]'
+def test_the_library_says_the_syntax_with_supabase_s_reason(probe: psycopg.Connection, db_url: str) -> None:
+    with Realtime(db_url) as realtime:
+        with pytest.raises(KitError, match=r'^Error parsing `filter` params: \["lke", "x"\]: write column='):
+            realtime.subscribe("service_role", tables=["filter_probe"], filter="n=not.lke.x")
+        subscriber = realtime.subscribe("service_role", tables=["filter_probe"], filter="n=gt.1,label=like.B%",
+                                        select=["label"])
+        probe.execute(ROWS)
+        assert [e["record"] for e in realtime.poll()[subscriber]] == [{"id": 2, "label": "Beta, gamma"}]

@@ -31,7 +31,7 @@ from realtime.types import ChannelEvents, RealtimeAcknowledgementStatus
 
 from attendance_kit import as_user
 from attendance_kit.connection import resolve_user
-from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, OLIVE, SAM, TESS
+from attendance_kit.demo import ADA, COMPILERS_LECTURE, ENGINES_LECTURE, OLIVE, SAM, TESS, UMA
 from attendance_kit.realtime.gateway import Gateway
 from attendance_kit.realtime.tokens import sign, token_for
 
@@ -370,6 +370,61 @@ def test_supabase_s_javascript_client_speaking_vsn_2_receives_the_same(conn: psy
     assert received[OLIVE.email] == []
 
 
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules" / ".installed").is_file(),
+                    reason="needs Node.js and `npm install` in tests/js (./kit test does it where npm is)")
+def test_realtime_js_s_filter_builder_and_select_are_taken_as_supabase_takes_them(conn: psycopg.Connection,
+                                                                                 gateway: Gateway) -> None:
+    """`postgresChangesFilter()` with four conditions (one negated) and a `select`: Ada receives Sam's
+    check-in alone, its record narrowed to the selected column and the key."""
+    open_lectures(conn)
+    spec = {"filter": [["eq", "session_id", ENGINES_LECTURE], ["in", "student_id", [SAM.id, TESS.id]],
+                       ["not", "student_id", "eq", TESS.id], ["is", "status", True]], "select": ["student_id"]}
+    client = subprocess.Popen(["node", "subscribe.mjs", gateway.url, token_for(conn, ADA.email), LOBBY,
+                               "attendance_records", "6", json.dumps(spec)], cwd=JS_DIR, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        lines = [json.loads(client.stdout.readline()) for _ in range(2)]
+        assert lines == [{"status": "SUBSCRIBED", "error": None}, {"system": {
+            "extension": "postgres_changes", "status": "ok", "message": "Subscribed to PostgreSQL", "channel": LOBBY}}]
+        for student in (TESS, SAM, UMA):
+            check_in(conn, student.email)
+        received = [json.loads(line) for line in client.communicate(timeout=30)[0].splitlines()]
+    finally:
+        client.kill()
+    (change,) = [line["change"] for line in received]
+    assert set(change["new"]) == {"id", "student_id"} and change["new"]["student_id"] == SAM.id
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules" / ".installed").is_file(),
+                    reason="needs Node.js and `npm install` in tests/js (./kit test does it where npm is)")
+def test_realtime_js_waiting_for_its_subscription_is_subscribed_before_it_says_so_or_refused(
+        conn: psycopg.Connection, gateway: Gateway) -> None:
+    """`postgres_changes_options: {wait: true}`: SUBSCRIBED means the subscription is live, so a check-in made at
+    once arrives; a bad filter fails the join itself (CHANNEL_ERROR with Supabase's reason)."""
+    open_lectures(conn)
+
+    def client(topic: str, filter: list[Any]) -> subprocess.Popen[str]:
+        return subprocess.Popen(["node", "subscribe.mjs", gateway.url, token_for(conn, ADA.email), topic,
+                                 "attendance_records", "5", json.dumps({"filter": filter, "wait": True})],
+                                cwd=JS_DIR, stdout=subprocess.PIPE, text=True)
+
+    good, bad = client(LOBBY, [["eq", "student_id", SAM.id]]), client("other", [["eq", "nope", "1"]])
+    try:
+        assert json.loads(good.stdout.readline()) == {"status": "SUBSCRIBED", "error": None}
+        check_in(conn, SAM.email)  # at once: no wait for "Subscribed to PostgreSQL"
+        received = [json.loads(line) for line in good.communicate(timeout=30)[0].splitlines()]
+        refused = [json.loads(line) for line in bad.communicate(timeout=30)[0].splitlines()]
+    finally:
+        good.kill()
+        bad.kill()
+    assert received[0]["system"]["message"] == "Subscribed to PostgreSQL"
+    assert [line["change"]["new"]["student_id"] for line in received[1:]] == [SAM.id]
+    assert refused[0]["status"] == "CHANNEL_ERROR" and refused[0]["error"].startswith(
+        "Error: RealtimeDisabledForConfiguration: Unable to subscribe to changes with given parameters. An "
+        "exception happened")
+    assert refused[0]["error"].endswith("invalid column for filter nope")
+
+
 # --- bad input: raw sockets ----------------------------------------------------------------------------------
 
 
@@ -419,7 +474,7 @@ def test_joins_that_supabase_refuses_get_its_errors_and_the_socket_stays_usable(
         answers = []
         for ref, entry in (("1", {"event": "*", "schema": "public", "table": "courses"}),
                            ("2", {"event": "*", "schema": "public", "table": "attendance_records",
-                                  "filter": "session_id=like.x"}),
+                                  "filter": "session_id=foo.x"}),
                            ("3", {"event": "*", "schema": "public", "table": "attendance_records",
                                   "filter": "nope=eq.1"})):
             topic = f"realtime:bad{ref}"
@@ -441,9 +496,10 @@ def test_joins_that_supabase_refuses_get_its_errors_and_the_socket_stays_usable(
     answers = asyncio.run(scenario())
     assert answers[0] == "ok" and answers[1].startswith(
         "Unable to subscribe to changes with given parameters. Please check Realtime is enabled")
-    assert answers[2] == "ok" and answers[3].startswith("Error parsing `filter` params")
-    assert answers[4] == "ok" and answers[5].endswith("invalid column for filter nope: not a column of "
-                                                      "public.attendance_records that role authenticated may select")
+    assert answers[2] == "ok" and answers[3] == 'Error parsing `filter` params: ["foo", "x"]'
+    assert answers[4] == "ok" and answers[5].endswith(
+        '[event: *, schema: public, table: attendance_records, filters: [{"nope", "eq", "1", false}], '
+        "select: nil]. Exception: ERROR P0001 (raise_exception) invalid column for filter nope")
     assert answers[6] == {"status": "error", "response": {"reason": "unmatched topic"}}
     assert answers[7] == "ok"
 

@@ -17,10 +17,10 @@ carries what they deliver to Supabase's own clients.
   arrive as text and become Python values through psycopg's own loaders, as if they had been selected (in the
   change feed, which has the connection).
 - **Subscriptions** (subscriptions.py, through `Realtime.subscribe`). Like Supabase's: a table (or every
-  published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`) and an optional column filter in
-  Supabase's syntax (`session_id=eq.<uuid>`; also `neq`, `lt`, `lte`, `gt`, `gte`, `in.(a,b)`), parsed, typed as
-  the column and matched by filters.py. The `Event` a subscriber receives is defined there too; wire.py writes
-  its JSON.
+  published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`), optional column filters in Supabase's syntax
+  (`session_id=eq.<uuid>,status=not.in.(absent,late)`: every operator Supabase takes), checked as Supabase checks
+  them and evaluated by PostgreSQL as Supabase evaluates them (filters.py), and an optional `select` of columns.
+  The `Event` a subscriber receives is defined there too; wire.py writes its JSON.
 - **Authorisation** (authorisation.py, from what catalog.py reads), Supabase's rule: a subscriber receives an
   INSERT or UPDATE of a table with RLS only if, when it is delivered, it can SELECT that row. Per poll the kit
   runs ONE query per subscriber, covering every row of the batch it subscribed to, as that subscriber (its
@@ -65,11 +65,11 @@ from .client import RECONNECTING, Realtime, listen, render_event
 from .decoding import UNCHANGED_TOAST, Change, Column, PgOutputDecoder, RawValue, Relation
 from .delivery import SUBSCRIBERS_PER_LANE
 from .feed import MAX_MESSAGES_PER_POLL, POLL_INTERVAL, PUBLICATION, ChangeFeed, FeedLost
-from .filters import Filter
+from .filters import Term
 from .subscriptions import EVENT_TYPES, Event, Subscriber, Subscription
 
 __all__ = [
     "EVENT_TYPES", "MAX_MESSAGES_PER_POLL", "POLL_INTERVAL", "PUBLICATION", "RECONNECTING", "SUBSCRIBERS_PER_LANE",
-    "TABLES_PER_CALL", "UNCHANGED_TOAST", "Change", "ChangeFeed", "Column", "Event", "FeedLost", "Filter",
-    "PgOutputDecoder", "RawValue", "Realtime", "Relation", "Subscriber", "Subscription", "listen", "render_event",
+    "TABLES_PER_CALL", "UNCHANGED_TOAST", "Change", "ChangeFeed", "Column", "Event", "FeedLost", "PgOutputDecoder",
+    "RawValue", "Realtime", "Relation", "Subscriber", "Subscription", "Term", "listen", "render_event",
 ]

@@ -4,11 +4,12 @@
   `x-api-key` header), read once; the answer is the connection's token and serializer, or a refusal that becomes
   HTTP 401 (404 for a path) with `{"error": ...}`, as from Supabase.
 - `join_request`: a `phx_join` message as a typed `JoinRequest` (its `postgres_changes` entries and their ids,
-  `private`, its broadcast and presence settings, its token), or a `Refusal` with Supabase's reason for a topic it
-  does not route. Flags take booleans or the strings "true" / "false" (Supabase's FlexibleBoolean); anything else
-  counts as absent, as Supabase applies the defaults to a payload it cannot read. What
-  depends on the socket's other channels or on the token's validity is the channel state's to decide
-  (channel_state.py), as Supabase's channel process does after `join.ex` and `config.ex` have read the payload.
+  `private`, its broadcast and presence settings, whether its reply waits for its subscription, its token), or a
+  `Refusal` with Supabase's reason for a topic it does not route. Flags take booleans or the strings "true" /
+  "false" (Supabase's FlexibleBoolean); anything else counts as absent, as Supabase applies the defaults to a
+  payload it cannot read. What depends on the socket's other channels or on the token's validity is the channel
+  state's to decide (channel_state.py), as Supabase's channel process does after `join.ex` and `config.ex` have
+  read the payload.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .protocol import Message
 from .tokens import TokenRefused, check_token
 
 PATHS = ("/realtime/v1/websocket", "/socket/websocket")
+WAIT_MS = 15_000  # Supabase's default for postgres_changes_options.timeout
+MAX_WAIT_MS = 20_000  # ... and its server's most (postgres_changes_wait_max_timeout)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class JoinRequest:
     presence_enabled: bool
     presence_key: str | None  # None: the server makes one up (Supabase: a UUID v1)
     replication_ready: bool  # broadcast.replication_ready: say when broadcasts from the database flow
+    wait_ms: int | None  # postgres_changes_options.wait: the reply waits for the subscription, this long at most
 
     def reply_entries(self) -> list[Any]:
         return reply_entries(self.entries, self.ids)
@@ -103,7 +107,8 @@ def join_request(message: Message) -> JoinRequest | Refusal:
                        own_token(payload.get("access_token") or payload.get("user_token")),
                        _flag(config.get("private")),
                        _flag(broadcast.get("self")), _flag(broadcast.get("ack")), _flag(presence.get("enabled")),
-                       _presence_key(presence.get("key")), _flag(broadcast.get("replication_ready")))
+                       _presence_key(presence.get("key")), _flag(broadcast.get("replication_ready")),
+                       _wait_ms(_object(config.get("postgres_changes_options")), entries))
 
 
 def refreshed_token(message: Message) -> str | None:
@@ -124,6 +129,15 @@ def entry_id(entry: Any) -> int:
 def _flag(value: Any) -> bool:
     """A boolean as Supabase's FlexibleBoolean reads it: true, or the string "true"."""
     return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _wait_ms(options: dict[str, Any], entries: list[Any]) -> int | None:
+    """How long the join's reply waits for its postgres_changes subscription (Supabase's
+    `postgres_changes_options`: `wait`, and `timeout` in ms, 15 s by default and 20 s at most); None: it does not."""
+    if not _flag(options.get("wait")) or not [entry for entry in entries if entry is not None]:
+        return None
+    timeout = options.get("timeout")
+    return min(timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else WAIT_MS, MAX_WAIT_MS)
 
 
 def _presence_key(value: Any) -> str | None:

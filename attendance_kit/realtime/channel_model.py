@@ -43,6 +43,8 @@ class Channel:
     presence_enabled: bool = False
     presence_key: str = ""
     replication_ready: bool = False
+    wait_ms: int | None = None  # postgres_changes_options.wait: the join's reply waits for its subscription ...
+    wait_until: float | None = None  # ... until then at most
     read: dict[str, bool] = field(default_factory=dict)
     write: dict[str, bool] = field(default_factory=dict)
     waiting: list[Message] = field(default_factory=list)  # broadcasts and tracks waiting for the write check

@@ -53,6 +53,7 @@ class ChannelState:
         self.topics = Topics()
         self.presence = Presence()
         self.database_up = True  # the database worker's news: feed_lost, feed_back
+        self.awaiting: set[Channel] = set()  # joins whose reply waits for their subscription (`_admit`)
 
     def connect(self, token: str, vsn: str) -> Client:
         return Client(token, vsn)
@@ -97,6 +98,9 @@ class ChannelState:
         """Say so, or why not, as Supabase's system message (nothing to a channel closed meanwhile)."""
         out = Output()
         channel = command.channel
+        if channel in self.awaiting and channel.open:
+            self._awaited(channel, error, out)
+            return out
         if not channel.open or isinstance(error, DatabaseUnavailable):  # feed_back subscribes it again
             return out
         if error is not None:  # ChannelRefused, with Supabase's message; else what went wrong
@@ -127,7 +131,7 @@ class ChannelState:
             self._refuse(channel, f"UnableToConnectToProject: {UNAVAILABLE}", out)
         elif any(read.values()):
             channel.read = dict(read)
-            self._open(channel, out)
+            self._admit(channel, out)
         else:
             self._refuse(channel, "Unauthorized: You do not have permissions to read from this Channel topic: "
                                   f"{channel.sub_topic}", out)
@@ -170,8 +174,15 @@ class ChannelState:
                 yield channel, broadcast
 
     def expire(self, channel: Channel, now: float) -> Output:
+        """Its token expired; or, for a join that waits for its subscription, the wait ran out."""
         out = Output()
-        if channel.open:
+        if channel in self.awaiting:
+            self.awaiting.discard(channel)
+            if channel.open and channel.client.joining.get(channel.topic) is channel:
+                del channel.client.joining[channel.topic]
+                self._refuse(channel, f"PostgresChangesSubscribeTimeout: Timed out after {channel.wait_ms}ms "
+                                      "waiting for the postgres_changes subscription", out)
+        elif channel.open:
             self._shut_down(channel, f"Token has expired {int(now - channel.expires_at)} seconds ago", out)
         return out
 
@@ -187,6 +198,9 @@ class ChannelState:
         self.database_up = True
         for channel in self.topics.every_channel():
             self._subscribe_and_count(channel, out)
+        for channel in self.awaiting:
+            if channel.open:
+                out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
         return out
 
     def flooded(self, client: Client) -> Output:
@@ -219,19 +233,48 @@ class ChannelState:
             return
         channel = Channel(request.topic, request.join_ref, client, request.entries, request.ids, token, claims,
                           request.broadcast_self, request.broadcast_ack, request.private, request.presence_enabled,
-                          request.presence_key or str(uuid.uuid1()), request.replication_ready, join=message)
+                          request.presence_key or str(uuid.uuid1()), request.replication_ready, request.wait_ms,
+                          join=message)
+        if request.wait_ms is not None:
+            channel.wait_until = now + request.wait_ms / 1000
         if not channel.private:
-            self._open(channel, out)
+            self._admit(channel, out)
             return
         client.joining[channel.topic] = channel  # joined once its policies let it read
         out.commands.append(CheckPolicies(channel, claims, "join", read=channel.reads))
+
+    def _admit(self, channel: Channel, out: Output) -> None:
+        """Open the channel; one whose join asked to wait (`postgres_changes_options`), once its postgres_changes
+        are subscribed, or refused when that fails or takes longer than it asked (a timer: `expire`)."""
+        if channel.wait_ms is None:
+            self._open(channel, out)
+            return
+        channel.client.joining[channel.topic] = channel
+        self.awaiting.add(channel)
+        out.expiries.append((channel, channel.wait_until))
+        if self.database_up:  # else at feed_back, if in time
+            out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
+
+    def _awaited(self, channel: Channel, error: Exception | None, out: Output) -> None:
+        """A waiting join's subscription answered: the join's reply, Supabase's (no answer yet while the database
+        is away)."""
+        if isinstance(error, DatabaseUnavailable):
+            return
+        self.awaiting.discard(channel)
+        del channel.client.joining[channel.topic]
+        if error is not None:
+            self._refuse(channel, f"RealtimeDisabledForConfiguration: {one_line(error)}", out)
+            return
+        self._open(channel, out, subscribed=True)
+        self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL", out)
 
     def _refuse(self, channel: Channel, reason: str, out: Output) -> None:
         channel.open = False
         out.messages.append((channel.client, reply(channel.join, "error", {"reason": reason})))
 
-    def _open(self, channel: Channel, out: Output) -> None:
-        """The join answered ok: the channel counts, subscribes, times out; with presence, its state follows."""
+    def _open(self, channel: Channel, out: Output, subscribed: bool = False) -> None:
+        """The join answered ok: the channel counts, subscribes (unless `subscribed` already), times out; with
+        presence, its state follows."""
         channel.client.channels[channel.topic] = channel
         self.topics.add(channel)
         out.messages.append((channel.client, reply(channel.join, "ok", {
@@ -239,18 +282,18 @@ class ChannelState:
         channel.join = None
         out.expiries.append((channel, channel.expires_at))
         if self.database_up:  # else at feed_back
-            self._subscribe_and_count(channel, out)
+            self._subscribe_and_count(channel, out, subscribe=not subscribed)
         if channel.presence_enabled and channel.may_read("presence"):
             out.messages.append((channel.client, Message(channel.topic, "presence_state",
                                                          self.presence.state(channel.space), None, channel.join_ref)))
         if channel.replication_ready:  # the change feed's slot streams before any client joins
             self._system(channel, "system", "ok", "Replication connection established", out)
 
-    def _subscribe_and_count(self, channel: Channel, out: Output) -> None:
+    def _subscribe_and_count(self, channel: Channel, out: Output, subscribe: bool = True) -> None:
         session_channel = channels.session_channel(channel.topic)
         if session_channel is not None:
             out.commands.append(CountIn(channel, *session_channel))
-        if channel.entries:
+        if channel.entries and subscribe:
             out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
 
     def _refresh(self, channel: Channel, message: Message, now: float, out: Output) -> None:

@@ -94,20 +94,21 @@ class Realtime:
 
     def subscribe(self, who: str | uuid.UUID | None = None, *, claims: dict[str, Any] | None = None,
                   tables: Sequence[str] | None = None, event: str = "*", filter: str | None = None,
-                  schema: str = "public") -> Subscriber:
+                  select: Sequence[str] | None = None, schema: str = "public") -> Subscriber:
         """Subscribe a user (UUID, email, 'anon' or 'service_role'), or explicit JWT `claims`.
 
         `tables`: published tables (default: all of them); `event`: INSERT, UPDATE, DELETE or *;
-        `filter`: Supabase's column filter, e.g. 'session_id=eq.<uuid>' (needs exactly one table).
+        `filter`: Supabase's column filters, e.g. 'session_id=eq.<uuid>,status=not.eq.absent' (one table);
+        `select`: the columns its events carry, besides the primary key (one table).
         """
         subscriber = new_subscriber(self.conn, self.feed.publication, who, claims=claims, tables=tables,
-                                    event=event, filter=filter, schema=schema)
+                                    event=event, filter=filter, select=select, schema=schema)
         self.subscribers.append(subscriber)
         return subscriber
 
     def subscribe_channel(self, claims: dict[str, Any], entries: Sequence[Any]) -> Subscriber:
         """Subscribe a Supabase channel: JWT `claims` and its `postgres_changes` entries (dicts of event, schema,
-        table, filter), subscription i being entry i; refused with Supabase's message (`ChannelRefused`)."""
+        table, filter, select), subscription i being entry i; refused with Supabase's message (`ChannelRefused`)."""
         subscriber = channel_subscriber(self.conn, self.feed.publication, claims, entries)
         self.subscribers.append(subscriber)
         return subscriber
@@ -252,8 +253,8 @@ class AwayReasons:
 
 
 def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Sequence[str] = (),
-           event: str = "*", filter: str | None = None, seconds: float | None = None,
-           publication: str = PUBLICATION, poll_interval: float = POLL_INTERVAL,
+           event: str = "*", filter: str | None = None, select: Sequence[str] | None = None,
+           seconds: float | None = None, publication: str = PUBLICATION, poll_interval: float = POLL_INTERVAL,
            on_listening: Callable[[], None] | None = None, on_lost: Callable[[FeedLost], None] | None = None,
            on_back: Callable[[float], None] | None = None) -> Iterator[Event]:
     """The events `who` may see, as they are committed, for `seconds` (or until the caller stops iterating).
@@ -265,7 +266,7 @@ def listen(who: str | uuid.UUID, *, database_url: str | None = None, tables: Seq
     """
     deadline = None if seconds is None else time.monotonic() + seconds
     with Realtime(database_url, publication, poll_interval=poll_interval) as realtime:
-        realtime.subscribe(who, tables=list(tables) or None, event=event, filter=filter)
+        realtime.subscribe(who, tables=list(tables) or None, event=event, filter=filter, select=select)
         if on_listening is not None:
             on_listening()
         while True:

@@ -2,15 +2,18 @@
 
 The rules are Supabase Realtime's (its `realtime.apply_rls`), so what the kit delivers is what production does:
 
-- An INSERT or UPDATE reaches a subscription whose filter matches the new row, if the subscriber may select the
+- An INSERT or UPDATE reaches a subscription whose filters hold for the new row (the database says: filters.py),
+  if the subscriber may select the
   row's primary key and, where the table has RLS enabled, can SELECT the row by that key when the poll runs
   (authorisation.py). A role that may not select the key receives every such change of the table, filters
   unapplied, as an error without values (`Error 401: Unauthorized`; a table without a key: `Error 400: ...`).
-- A DELETE is not checked against RLS. It reaches every subscription whose filter matches the old row as the
+- A DELETE is not checked against RLS. It reaches every subscription whose filters hold for the old row as the
   replica identity logged it: with the default identity that is the primary key alone, so a filter on any other
-  column never matches.
+  column never holds.
 - A TRUNCATE reaches nobody.
-- What an event carries (the columns the role may select, the 1 MB limit) is events.py's.
+- What an event carries (the columns the role may select, of those its `select` names, the 1 MB limit) is
+  events.py's. A subscriber whose subscriptions answering a change select different columns receives an event
+  for each selection, as Supabase sends one per selection.
 
 Subscribers with the same subscriptions cover the same rows, so a poll works in their groups. `_Poll` holds one
 poll's data: its changes and their values, the subscribers and their groups, and the events decided so far.
@@ -40,6 +43,7 @@ from .catalog import TablePlan
 from .decoding import UNCHANGED_TOAST, Change, as_text
 from .events import NO_KEY, UNAUTHORIZED, EventBuilder, Values
 from .feed import ChangeFeed, FeedLost, lost
+from .filters import FilterCheck, Term
 from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
@@ -69,8 +73,51 @@ class _Poll:
         # Only tables someone subscribed to are authorised (and read).
         self.oids = sorted({c.relation.oid for c in changes
                             if any(s.covers(c.relation, c.type) for g in self.groups for s in g)})
-        self.events: dict[int, dict[int, Delivered]] = defaultdict(dict)  # subscriber -> position -> delivery
+        self.events: dict[int, dict[int, list[Delivered]]] = defaultdict(dict)  # subscriber -> position -> events
         self._answers: dict[tuple[int, int, bool], tuple[int, ...]] = {}  # a group's members share theirs
+        self._filtered = [s for s in {s for group in self.groups for s in group} if s.filters]
+        self._check: FilterCheck | None = None
+        self._carried: dict[int, dict[str, tuple[str, str | None]]] = {}
+
+    def ask_filters(self, check: FilterCheck) -> None:
+        """Ask the database at once about every filter term of a subscription covering a change."""
+        self._check = check
+        terms_of: dict[tuple[int, str], set[Term]] = {}
+        questions: set[tuple[Term, str, str | None]] = set()
+        for position, change in enumerate(self.changes):
+            key = (change.relation.oid, change.type)
+            if key not in terms_of:
+                terms_of[key] = {term for s in self._filtered if s.covers(change.relation, change.type)
+                                 for term in s.filters}
+            if terms_of[key]:
+                carried = self.carried(position)
+                questions.update((term, *carried[term.column]) for term in terms_of[key] if term.column in carried)
+        check.ask(questions)
+
+    def carried(self, position: int) -> dict[str, tuple[str, str | None]]:
+        """The columns a change carries for its filters, each its type and value as text, as Supabase has them:
+        an INSERT's or UPDATE's new row but its unchanged TOASTed values, a DELETE's old row as logged."""
+        if position not in self._carried:
+            assert self._check is not None
+            change = self.changes[position]
+            columns = change.relation.columns
+            if change.type == "DELETE":
+                raw, kept = change.old or (), [change.old_is_full or c.in_identity for c in columns]
+            else:
+                raw, kept = change.new or (), [True] * len(columns)
+            self._carried[position] = {column.name: (self._check.type_sql(column.type_oid), as_text(value))
+                                       for column, value, keep in zip(columns, raw, kept, strict=False)
+                                       if keep and value is not UNCHANGED_TOAST}
+        return self._carried[position]
+
+    def _holds(self, position: int, subscription: Subscription) -> bool:
+        """Every term of the subscription's filter holds for the change (a column it does not carry: no)."""
+        if not subscription.filters:
+            return True
+        assert self._check is not None
+        carried = self.carried(position)
+        return all(term.column in carried and self._check.holds((term, *carried[term.column]))
+                   for term in subscription.filters)
 
     def table_rows(self, plans: list[TablePlan]) -> list[_TableRows]:
         """Per table, the new rows' keys to authorise and which of them each group covers."""
@@ -104,19 +151,29 @@ class _Poll:
         return decided
 
     def answered(self, group: int, position: int, error: str | None) -> tuple[int, ...]:
-        """The indexes of the group's subscriptions a change answers: those that cover it and whose filter matches
-        (`Subscription.matches`: a DELETE's on the logged old row); with a 400 or 401 error, every one that covers
-        it, as Supabase applies no filter then."""
+        """The indexes of the group's subscriptions a change answers: those that cover it and whose filters hold
+        (a DELETE's on the logged old row); with a 400 or 401 error, every one that covers it, as Supabase
+        applies no filter then."""
         key = (group, position, error is None)
         if key not in self._answers:
-            change, (new, old) = self.changes[position], self.values[position]
+            change = self.changes[position]
             self._answers[key] = tuple(i for i, s in enumerate(self.groups[group])
                                        if s.covers(change.relation, change.type)
-                                       and (error is not None or s.matches(change.type, new, old)))
+                                       and (error is not None or self._holds(position, s)))
         return self._answers[key]
 
+    def by_selection(self, group: int, indexes: tuple[int, ...]
+                     ) -> list[tuple[tuple[str, ...] | None, tuple[int, ...]]]:
+        """The subscriptions answered, by the columns they select, in Supabase's order (all columns first)."""
+        selections: dict[tuple[str, ...] | None, list[int]] = {}
+        for i in indexes:
+            selections.setdefault(self.groups[group][i].select, []).append(i)
+        return sorted(((select, tuple(chosen)) for select, chosen in selections.items()),
+                      key=lambda item: ",".join(item[0] or ()))
+
     def delivered(self) -> dict[Subscriber, list[Delivered]]:
-        return {self.subscribers[s]: [events[p] for p in sorted(events)] for s, events in sorted(self.events.items())}
+        return {self.subscribers[s]: [one for p in sorted(events) for one in events[p]]
+                for s, events in sorted(self.events.items())}
 
 
 class _TableRows:
@@ -179,11 +236,16 @@ class Delivery:
         self._per_lane = max(1, subscribers_per_lane)
         self._pool: ThreadPoolExecutor | None = None
         self._events = EventBuilder(feed.type_name)
+        self._filters = FilterCheck(conn)
 
     def deliver(self, changes: list[Change], subscribers: list[Subscriber]) -> dict[Subscriber, list[Delivered]]:
         """Each subscriber's events of these changes, in commit order, with the subscriptions each answers."""
         changes = [change for change in changes if change.type in EVENT_TYPES]  # no TRUNCATE, as in Supabase
         poll = _Poll(changes, [self.feed.values(change) for change in changes], subscribers)
+        try:
+            poll.ask_filters(self._filters)
+        except psycopg.Error as error:  # only a lost connection: FilterCheck answers a statement's error itself
+            raise lost("the connection while checking filters", error) from None
         lanes = self._lanes_for(len(poll.subscribers))
         for first in range(0, len(poll.oids), TABLES_PER_CALL):
             tables, allowed = self._authorise(lanes, poll, poll.oids[first:first + TABLES_PER_CALL])
@@ -248,19 +310,23 @@ class Delivery:
             decided[s].update(dict.fromkeys(tables[t].key_positions[poll.member_group[s]][n]))
         by_oid = {rows.plan.oid: rows for rows in tables}
         unasked: dict[tuple[int, str], dict[int, str | None]] = {}  # per group and role
-        events: dict[tuple[int, str, str | None], Event] = {}  # a change reads the same to every one of a role
+        # A change reads the same to every subscriber of a role and a selection.
+        events: dict[tuple[int, str, str | None, tuple[str, ...] | None], Event] = {}
         for s, subscriber in enumerate(poll.subscribers):
             group, role = poll.member_group[s], subscriber.role
             if (group, role) not in unasked:
                 unasked[group, role] = poll.unasked(group, role, by_oid)
             for position, error in (decided[s] | unasked[group, role]).items():
-                event = events.get((position, role, error))
-                if event is None:
-                    change = poll.changes[position]
-                    plan = by_oid[change.relation.oid].plan
-                    event = self._events.event(change, poll.values[position], plan, plan.access[role], error)
-                    events[position, role, error] = event
-                poll.events[s][position] = Delivered(event, poll.answered(group, position, error))
+                delivered = poll.events[s][position] = []
+                for select, indexes in poll.by_selection(group, poll.answered(group, position, error)):
+                    event = events.get((position, role, error, select))
+                    if event is None:
+                        change = poll.changes[position]
+                        plan = by_oid[change.relation.oid].plan
+                        event = self._events.event(change, poll.values[position], plan, plan.access[role], error,
+                                                   select)
+                        events[position, role, error, select] = event
+                    delivered.append(Delivered(event, indexes))
 
     def connections(self) -> list[psycopg.Connection]:
         """The lanes' own connections (not the first, the `Realtime`'s)."""

@@ -1,6 +1,7 @@
 """The event a change becomes for one role, built as Supabase Realtime builds it (its `realtime.apply_rls`).
 
-- An event carries the columns the role may select, and its `columns` their names and types.
+- An event carries the columns the role may select (of those, with a `select`, the ones it lists and the primary
+  key), and its `columns` their names and types.
 - An INSERT has a `record`, a DELETE an `old_record`, an UPDATE both. An UPDATE's `old_record` is what the
   replica identity logged (by default the key the new row keeps); a DELETE's is the primary key alone where the
   table has RLS enabled.
@@ -43,14 +44,18 @@ class EventBuilder:
         # kept in the value, so its id is not another's while cached.
         self._column_lists: dict[tuple[int, tuple[str, ...]], tuple[Relation, ColumnList]] = {}
 
-    def event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None) -> Event:
-        """The change as this role receives it: Supabase's payload, or its error without values."""
+    def event(self, change: Change, values: Values, plan: TablePlan, access: Access, error: str | None,
+              select: tuple[str, ...] | None = None) -> Event:
+        """The change as this role receives it (with `select`, those columns and the key): Supabase's payload, or
+        its error without values."""
         relation, (new, old) = change.relation, values
+        visible = access.visible if select is None else tuple(
+            column for column in access.visible if column in select or column in plan.key)
         event = Event(schema=relation.schema, table=relation.name, type=change.type, commit_timestamp=None,
                       columns=[], errors=[error] if error else None)
         if error is None:
             event["commit_timestamp"] = timestamp_text(change.commit_timestamp)
-            event["columns"] = [dict(column) for column in self._columns(relation, access.visible)]
+            event["columns"] = [dict(column) for column in self._columns(relation, visible)]
         if change.type != "DELETE":
             event["record"] = {}
         if change.type != "INSERT":
@@ -66,13 +71,13 @@ class EventBuilder:
                     and not (oversized and len(event_json(value).encode()) > MAX_VALUE_BYTES)}
 
         if change.type != "DELETE":
-            event["record"] = shown(new, access.visible)
+            event["record"] = shown(new, visible)
         if change.type == "UPDATE":  # the replica identity: the old row's, or the key the new row keeps
             identity = old or {c.name: new.get(c.name) for c in relation.columns if c.in_identity}
-            event["old_record"] = shown(identity, access.visible)
+            event["old_record"] = shown(identity, visible)
         elif change.type == "DELETE":
-            keys_only = [column for column in access.visible if column in plan.key]
-            event["old_record"] = shown(old, keys_only if plan.row_security else access.visible)
+            keys_only = [column for column in visible if column in plan.key]
+            event["old_record"] = shown(old, keys_only if plan.row_security else visible)
         return event
 
     def _columns(self, relation: Relation, visible: tuple[str, ...]) -> ColumnList:

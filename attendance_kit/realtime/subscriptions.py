@@ -1,9 +1,10 @@
 """Subscriptions: who listens to what, and the `Event` each of them receives.
 
 Like Supabase's: a table (or every published one), an event (`INSERT`, `UPDATE`, `DELETE` or `*`; Supabase
-Realtime never delivers a TRUNCATE) and an optional column filter in Supabase's syntax (filters.py).
-`new_subscriber` checks all of it against the database when a subscriber asks, so a bad table, event or filter
-fails at once (a bad filter value with PostgreSQL's own message), never mid-stream.
+Realtime never delivers a TRUNCATE), optional column filters in Supabase's syntax (filters.py) and an optional
+`select`, the columns its events carry (with the primary key always). `new_subscriber` checks all of it against
+the database when a subscriber asks, so a bad table, event, filter or column fails at once (as Supabase answers
+it), never mid-stream.
 
 `Event` lives here rather than with the change feed: the change feed produces `Change`s and knows nothing of
 subscribers, while an event is a change as one subscriber receives it (only the columns it may select). Delivery
@@ -20,11 +21,13 @@ from functools import cached_property
 from typing import Any, NamedTuple, TypedDict
 
 import psycopg
+from psycopg import sql
 
 from ..connection import API_ROLES, resolve_user
 from ..errors import KitError
 from .decoding import Relation
-from .filters import Filter, bind_filter, elixir_filters, parse_filter
+from .elixir import inspect, to_log
+from .filters import OPERATORS, FilterRefused, FilterSyntaxError, Term, check_filter, parse_filter
 
 EVENT_TYPES = ("INSERT", "UPDATE", "DELETE")
 
@@ -64,15 +67,12 @@ class Subscription:
     schema: str | None  # None: every schema
     table: str | None  # None: every table in the publication (of the schema)
     events: frozenset[str]
-    filter: Filter | None = None
+    filters: tuple[Term, ...] = ()  # all must hold (delivery asks the database: filters.py's `FilterCheck`)
+    select: tuple[str, ...] | None = None  # the columns its events carry besides the key, sorted; None: all
 
     def covers(self, relation: Relation, kind: str) -> bool:
         return (kind in self.events and (self.schema is None or relation.schema == self.schema)
                 and (self.table is None or relation.name == self.table))
-
-    def matches(self, kind: str, new: dict[str, Any], old: dict[str, Any]) -> bool:
-        """The filter holds for the change: on the new row, or for a DELETE on the logged old row."""
-        return self.filter is None or self.filter.matches(old if kind == "DELETE" else new)
 
 
 @dataclass(eq=False)
@@ -95,17 +95,25 @@ class Subscriber:
 
 def new_subscriber(conn: psycopg.Connection, publication: str, who: str | uuid.UUID | None, *,
                    claims: dict[str, Any] | None, tables: Sequence[str] | None, event: str, filter: str | None,
-                   schema: str) -> Subscriber:
+                   schema: str, select: Sequence[str] | None = None) -> Subscriber:
     """A subscriber for `Realtime.subscribe`, everything it asks for checked against the database."""
     name, role, claims = _identity(conn, who, claims)
     events = _events(event)
     _check_published(conn, publication, schema, tables)
-    bound = None
-    if filter:
-        if not tables or len(tables) != 1:
-            raise KitError("a filter needs exactly one table")
-        bound = bind_filter(conn, schema, tables[0], role, parse_filter(filter))
-    subscriptions = tuple(Subscription(schema, table, events, bound) for table in (tables or [None]))
+    terms: tuple[Term, ...] = ()
+    if (filter or select) and (not tables or len(tables) != 1):
+        raise KitError("a filter or a select needs exactly one table")
+    try:
+        terms = parse_filter(filter or "")
+        if tables and (terms or select):
+            check_filter(conn, _qualified(schema, tables[0]), role, terms, select)
+    except FilterSyntaxError as error:
+        raise KitError(f"{error}: write column=[not.]operator.value, several joined by commas (AND); operators: "
+                       f"{', '.join(OPERATORS)}") from None
+    except FilterRefused as error:
+        raise KitError(f"filter {filter!r}{f' select {list(select)}' if select else ''}: {error}") from None
+    chosen = tuple(sorted(select)) if select else None
+    subscriptions = tuple(Subscription(schema, table, events, terms, chosen) for table in (tables or [None]))
     return Subscriber(name, role, claims, subscriptions)
 
 
@@ -122,38 +130,82 @@ class ChannelRefused(KitError):
     """A channel's `postgres_changes` entry Supabase Realtime would refuse; the message is Supabase's."""
 
 
+class _Entry(NamedTuple):
+    """A `postgres_changes` entry as Supabase's parser reads it."""
+
+    event: str  # *, INSERT, UPDATE or DELETE (anything else is *)
+    schema: str  # or *
+    table: str  # or *
+    terms: tuple[Term, ...]
+    select: tuple[str, ...] | None  # sorted, as Supabase's trigger sorts it
+
+    def described(self, select: Sequence[str] | None) -> str:
+        """The entry as Supabase's refusals quote it (`select` as the client listed it)."""
+        return (f"[event: {self.event}, schema: {self.schema}, table: {self.table}, "
+                f"filters: {to_log([term.as_elixir() for term in self.terms])}, select: {to_log(select)}]")
+
+
 def _entry(conn: psycopg.Connection, publication: str, role: str, entry: Any) -> Subscription:
-    if not isinstance(entry, dict) or not ({"schema", "table"} & entry.keys()):
-        raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
-                             f"subscribe to: {json.dumps(entry)}")
-    event = str(entry.get("event", "*")).upper()
-    events = frozenset([event]) if event in EVENT_TYPES else frozenset(EVENT_TYPES)  # Supabase: unknown is *
-    schema, table = str(entry.get("schema", "public")), str(entry.get("table", "*"))
-    text = entry.get("filter")
-    if text is not None and not isinstance(text, str):
-        raise ChannelRefused(f"Error parsing `filter` params: {json.dumps(text)}")
-    parsed = None
-    if text and text.strip():
-        try:
-            parsed = parse_filter(text)
-        except KitError as error:
-            raise ChannelRefused(f"Error parsing `filter` params: {error}") from None
-    described = (f"[event: {event if event in EVENT_TYPES else '*'}, schema: {schema}, table: {table}, "
-                 f"filters: {elixir_filters(parsed)}, select: nil]")
-    published = conn.execute(
-        "select count(*) from pg_publication_tables where pubname = %s and (schemaname = %s or %s = '*') "
-        "and (tablename = %s or %s = '*')", [publication, schema, schema, table, table]).fetchone()[0]
-    if not published:
+    parsed = _parse_entry(entry)
+    select = entry.get("select")
+    listed = ([c for c in select if isinstance(c, str)] or None) if isinstance(select, list) else None
+    tables = conn.execute(
+        "select format('%%I.%%I', schemaname, tablename) from pg_publication_tables where pubname = %s "
+        "and (schemaname = %s or %s = '*') and (tablename = %s or %s = '*')",
+        [publication, parsed.schema, parsed.schema, parsed.table, parsed.table]).fetchall()
+    if not tables:
         raise ChannelRefused("Unable to subscribe to changes with given parameters. Please check Realtime is "
-                             f"enabled for the given connect parameters: {described}")
-    bound = None
-    if parsed is not None:
+                             f"enabled for the given connect parameters: {parsed.described(listed)}")
+    for (relation,) in tables:  # Supabase's trigger checks the filters on each table subscribed
         try:
-            bound = bind_filter(conn, schema, table, role, parsed)
-        except (KitError, psycopg.Error) as error:
+            check_filter(conn, relation, role, parsed.terms, parsed.select)
+        except FilterRefused as error:
             raise ChannelRefused("Unable to subscribe to changes with given parameters. An exception happened so "
-                                 f"please check your connect parameters: {described}. Exception: {error}") from None
-    return Subscription(None if schema == "*" else schema, None if table == "*" else table, events, bound)
+                                 f"please check your connect parameters: {parsed.described(listed)}. "
+                                 f"Exception: {error}") from None
+    events = frozenset([parsed.event]) if parsed.event in EVENT_TYPES else frozenset(EVENT_TYPES)
+    return Subscription(None if parsed.schema == "*" else parsed.schema,
+                        None if parsed.table == "*" else parsed.table, events, parsed.terms, parsed.select)
+
+
+def _parse_entry(entry: Any) -> _Entry:
+    """Supabase's `parse_subscription_params`: its cases, in its order, and its refusals (`ChannelRefused`)."""
+    if not isinstance(entry, dict):
+        raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
+                             f"subscribe to: {inspect(entry)}")
+    event = entry.get("event")
+    event = event.upper() if isinstance(event, str) and event.upper() in EVENT_TYPES else "*"
+    select = entry.get("select")
+    if isinstance(select, str):
+        raise ChannelRefused("Error parsing `select` params: expected a list of column name strings, e.g. "
+                             'select: ["col1", "col2"]')
+    chosen = tuple(sorted(c for c in select if isinstance(c, str))) if isinstance(select, list) else ()
+    schema, table, text = entry.get("schema"), entry.get("table"), entry.get("filter")
+    if isinstance(schema, str) and isinstance(table, str) and isinstance(text, str):
+        try:
+            terms = parse_filter(text)
+        except FilterSyntaxError as error:
+            raise ChannelRefused(str(error)) from None
+    elif isinstance(schema, str) and isinstance(table, str) and "filter" not in entry:
+        terms = ()
+    elif isinstance(schema, str) and not ({"table", "filter"} & entry.keys()):
+        table, terms = "*", ()
+    elif isinstance(table, str) and not ({"schema", "filter"} & entry.keys()):
+        schema, terms = "public", ()
+    elif {"user_token", "auth_token"} & entry.keys():
+        raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
+                             "subscribe to: <redacted>")
+    else:
+        raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
+                             f"subscribe to: {inspect(entry)}")
+    if chosen and "*" in (schema, table):
+        raise ChannelRefused("Column selection is not supported for wildcard subscriptions. Provide an explicit "
+                             "schema and table name.")
+    return _Entry(event, schema, table, terms, chosen or None)
+
+
+def _qualified(schema: str, table: str) -> str:
+    return sql.Identifier(schema, table).as_string(None)
 
 
 def _identity(conn: psycopg.Connection, who: str | uuid.UUID | None, claims: dict[str, Any] | None

@@ -1,16 +1,27 @@
 // Supabase's JavaScript Realtime client (vsn 2.0.0, its default) subscribed through the kit's gateway: prints one
 // JSON line per thing it reports (its channel's status, system messages, changes), for tests/test_gateway.py.
-//   node subscribe.mjs URL TOKEN TOPIC TABLE SECONDS
-import { RealtimeClient } from '@supabase/realtime-js'
+//   node subscribe.mjs URL TOKEN TOPIC TABLE SECONDS [SPEC]
+// SPEC, optional JSON: {"filter": [[method, ...arguments], ...], "select": [columns], "wait": true}, the filter
+// built with realtime-js's own postgresChangesFilter() (e.g. [["eq", "session_id", "5e00..."], ["not", "status",
+// "is", false]]); `wait`: the channel's postgres_changes_options.wait (SUBSCRIBED only once the server subscribed).
+import { RealtimeClient, postgresChangesFilter } from '@supabase/realtime-js'
 import WebSocket from 'ws'
 
-const [url, token, topic, table, seconds] = process.argv.slice(2)
+const [url, token, topic, table, seconds, spec] = process.argv.slice(2)
 const say = (line) => console.log(JSON.stringify(line))
+const binding = { event: '*', schema: 'public', table }
+const options = { config: {} }
+if (spec) {
+  const { filter = [], select, wait } = JSON.parse(spec)
+  binding.filter = filter.reduce((builder, [method, ...args]) => builder[method](...args), postgresChangesFilter())
+  if (select) binding.select = select
+  if (wait) options.config.postgres_changes_options = { wait: true }
+}
 const client = new RealtimeClient(url, { params: { apikey: token }, transport: WebSocket })
 await client.setAuth(token)
 client
-  .channel(topic)
-  .on('postgres_changes', { event: '*', schema: 'public', table }, (change) => say({ change }))
+  .channel(topic, options)
+  .on('postgres_changes', binding, (change) => say({ change }))
   .on('system', {}, (system) => say({ system }))
   .subscribe((status, error) => say({ status, error: error ? String(error) : null }))
 setTimeout(() => {
