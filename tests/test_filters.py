@@ -289,8 +289,8 @@ def test_the_library_says_the_syntax_with_supabase_s_reason(probe: psycopg.Conne
 # --- the recorded table: what Supabase's own code did ------------------------------------------------------------
 
 RECORDED = Path(__file__).parent / "data" / "supabase_filters.json"
-SEED = Path(__file__).parent.parent / "sql" / "seed.sql"
-FIXED_ID = re.compile(r"^(5e|a0|b0|c0|60|f0)000000-")  # the seed's and the cases' own ids
+DEMO_DATA = Path(__file__).parent.parent / "sql" / "seed.sql"
+FIXED_ID = re.compile(r"^(5e|a0|b0|c0|60|f0)000000-")  # the demo data's and the cases' own ids
 RANDOM_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d)T\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
@@ -326,12 +326,12 @@ def digest(data: dict[str, Any], today: str) -> str:
 
 
 def test_every_recorded_subscription_gets_what_supabase_s_own_code_gave(empty_db: str) -> None:
-    """As recorded: sql/ applied to an empty database, then the cases' setup (the seed among it)."""
+    """As recorded: sql/ applied to an empty database, then the cases' setup (the demo data among it)."""
     recorded = json.loads(RECORDED.read_text())
     conn = connect(empty_db)
     migrate(conn)
     for statement in recorded["setup_sql"]:
-        conn.execute(SEED.read_text() if statement == "sql/seed.sql" else statement)
+        conn.execute(DEMO_DATA.read_text() if statement == "sql/seed.sql" else statement)
     today = datetime.now(UTC).date().isoformat()
     got: dict[str, dict[str, Any]] = {}
     with conn, Realtime(empty_db, recorded["publication"]) as realtime:
