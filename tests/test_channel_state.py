@@ -542,3 +542,31 @@ def test_wait_without_entries_or_false_answers_at_once(state: ChannelState, ada:
                                            "postgres_changes_options": {"wait": "false"}}}):
         out = state.receive(ada, join(f"realtime:{len(ada.channels)}", "1", payload), NOW)
         assert sent(out)[0].payload["status"] == "ok"
+
+
+def test_a_waiting_join_given_up_undoes_its_subscription(state: ChannelState, ada: Client) -> None:
+    """Left, joined again or its socket gone while it waits: an Unsubscribe follows its Subscribe (the worker runs
+    them in order), so no subscriber is left behind."""
+    for leave in (lambda: state.receive(ada, Message("realtime:w", "phx_leave", {}, "2", "1"), NOW),
+                  lambda: state.receive(ada, join("realtime:w", "3", changes(ENTRY)), NOW),
+                  lambda: state.disconnect(ada)):
+        out = state.receive(ada, join("realtime:w", "1", waiting(ENTRY)), NOW)
+        (subscribe,) = out.commands
+        undone = leave()
+        assert Unsubscribe(subscribe.channel) in undone.commands and not subscribe.channel.open
+        assert state.subscription_done(subscribe, None).messages == []  # its answer says nothing
+        ada.channels.clear()
+
+
+def test_a_wait_that_runs_out_while_its_subscription_is_made_is_decided_by_it(state: ChannelState,
+                                                                             ada: Client) -> None:
+    out = state.receive(ada, join("realtime:x", "1", waiting(ENTRY, timeout=-5)), NOW)  # Supabase tries once
+    (subscribe,) = out.commands
+    assert state.expire(subscribe.channel, NOW).messages == []
+    assert sent(state.subscription_done(subscribe, None))[0].payload["status"] == "ok"
+    out = state.receive(ada, join("realtime:y", "1", waiting(ENTRY, timeout="100")), NOW)  # a string, as Ecto
+    (subscribe,) = out.commands
+    assert out.expiries == [(subscribe.channel, NOW + 0.1)]
+    state.expire(subscribe.channel, NOW + 0.1)
+    assert sent(state.subscription_done(subscribe, DatabaseUnavailable()))[0].payload["response"]["reason"] == (
+        "PostgresChangesSubscribeTimeout: Timed out after 100ms waiting for the postgres_changes subscription")

@@ -405,7 +405,7 @@ def test_realtime_js_waiting_for_its_subscription_is_subscribed_before_it_says_s
 
     def client(topic: str, filter: list[Any]) -> subprocess.Popen[str]:
         return subprocess.Popen(["node", "subscribe.mjs", gateway.url, token_for(conn, ADA.email), topic,
-                                 "attendance_records", "5", json.dumps({"filter": filter, "wait": True})],
+                                 "attendance_records", "8", json.dumps({"filter": filter, "wait": True})],
                                 cwd=JS_DIR, stdout=subprocess.PIPE, text=True)
 
     good, bad = client(LOBBY, [["eq", "student_id", SAM.id]]), client("other", [["eq", "nope", "1"]])

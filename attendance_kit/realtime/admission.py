@@ -137,6 +137,8 @@ def _wait_ms(options: dict[str, Any], entries: list[Any]) -> int | None:
     if not _flag(options.get("wait")) or not [entry for entry in entries if entry is not None]:
         return None
     timeout = options.get("timeout")
+    if isinstance(timeout, str) and timeout.removeprefix("-").isdigit():  # Ecto casts "5000" as an integer
+        timeout = int(timeout)
     return min(timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else WAIT_MS, MAX_WAIT_MS)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-from ..errors import one_line
+from ..errors import KitError, one_line
 from . import channels, presence
 from .admission import Refusal, join_request, refreshed_token, reply_entries
 from .broadcasts import Broadcast
@@ -53,7 +53,11 @@ class ChannelState:
         self.topics = Topics()
         self.presence = Presence()
         self.database_up = True  # the database worker's news: feed_lost, feed_back
-        self.awaiting: set[Channel] = set()  # joins whose reply waits for their subscription (`_admit`)
+        # Joins whose reply waits for their subscription (`_admit`); of those, the ones whose Subscribe is still
+        # out, and the ones whose wait ran out meanwhile (their answer decides).
+        self.awaiting: set[Channel] = set()
+        self.asking: set[Channel] = set()
+        self.overdue: set[Channel] = set()
 
     def connect(self, token: str, vsn: str) -> Client:
         return Client(token, vsn)
@@ -64,7 +68,7 @@ class ChannelState:
         for channel in list(client.channels.values()):
             self._remove(channel, out)
         for channel in client.joining.values():
-            channel.open = False
+            self._abandon(channel, out)
         client.joining.clear()
         return out
 
@@ -82,7 +86,7 @@ class ChannelState:
             status, response = ("ok", {}) if message.event == "phx_leave" else ("error", {"reason": "unmatched topic"})
             out.messages.append((client, reply(message, status, response)))
             if message.event == "phx_leave" and message.topic in client.joining:
-                client.joining.pop(message.topic).open = False
+                self._abandon(client.joining.pop(message.topic), out)
         elif message.event == "phx_leave":
             out.messages.append((client, reply(message, "ok", {})))
             self._close(channel, out)
@@ -98,13 +102,14 @@ class ChannelState:
         """Say so, or why not, as Supabase's system message (nothing to a channel closed meanwhile)."""
         out = Output()
         channel = command.channel
-        if channel in self.awaiting and channel.open:
+        if channel in self.awaiting:
+            self.asking.discard(channel)
             self._awaited(channel, error, out)
             return out
         if not channel.open or isinstance(error, DatabaseUnavailable):  # feed_back subscribes it again
             return out
         if error is not None:  # ChannelRefused, with Supabase's message; else what went wrong
-            self._system(channel, "postgres_changes", "error", one_line(error), out)
+            self._system(channel, "postgres_changes", "error", _said(error), out)
         elif command.first:
             self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL", out)
         return out
@@ -176,12 +181,10 @@ class ChannelState:
     def expire(self, channel: Channel, now: float) -> Output:
         """Its token expired; or, for a join that waits for its subscription, the wait ran out."""
         out = Output()
-        if channel in self.awaiting:
-            self.awaiting.discard(channel)
-            if channel.open and channel.client.joining.get(channel.topic) is channel:
-                del channel.client.joining[channel.topic]
-                self._refuse(channel, f"PostgresChangesSubscribeTimeout: Timed out after {channel.wait_ms}ms "
-                                      "waiting for the postgres_changes subscription", out)
+        if channel in self.asking:  # as Supabase, the attempt under way decides
+            self.overdue.add(channel)
+        elif channel in self.awaiting:
+            self._time_out(channel, out)
         elif channel.open:
             self._shut_down(channel, f"Token has expired {int(now - channel.expires_at)} seconds ago", out)
         return out
@@ -198,9 +201,8 @@ class ChannelState:
         self.database_up = True
         for channel in self.topics.every_channel():
             self._subscribe_and_count(channel, out)
-        for channel in self.awaiting:
-            if channel.open:
-                out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
+        for channel in self.awaiting - self.asking:
+            self._ask(channel, out)
         return out
 
     def flooded(self, client: Client) -> Output:
@@ -220,7 +222,7 @@ class ChannelState:
         if request.topic in client.channels:  # joining again replaces the channel
             self._close(client.channels[request.topic], out)
         if request.topic in client.joining:
-            client.joining.pop(request.topic).open = False
+            self._abandon(client.joining.pop(request.topic), out)
         if len(client.channels) + len(client.joining) >= self.max_channels:
             out.messages.append((client, reply(message, "error", {
                 "reason": "ChannelRateLimitReached: Too many channels"})))
@@ -253,20 +255,45 @@ class ChannelState:
         self.awaiting.add(channel)
         out.expiries.append((channel, channel.wait_until))
         if self.database_up:  # else at feed_back, if in time
-            out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
+            self._ask(channel, out)
+
+    def _ask(self, channel: Channel, out: Output) -> None:
+        self.asking.add(channel)
+        out.commands.append(Subscribe(channel, channel.claims, channel.entries, first=True))
 
     def _awaited(self, channel: Channel, error: Exception | None, out: Output) -> None:
-        """A waiting join's subscription answered: the join's reply, Supabase's (no answer yet while the database
-        is away)."""
+        """A waiting join's subscription answered: the join's reply, Supabase's (while the database is away, none
+        until it is back or the wait runs out)."""
         if isinstance(error, DatabaseUnavailable):
+            if channel in self.overdue:
+                self._time_out(channel, out)
             return
-        self.awaiting.discard(channel)
+        self._stop_waiting(channel)
         del channel.client.joining[channel.topic]
         if error is not None:
-            self._refuse(channel, f"RealtimeDisabledForConfiguration: {one_line(error)}", out)
+            self._refuse(channel, f"RealtimeDisabledForConfiguration: {_said(error)}", out)
             return
         self._open(channel, out, subscribed=True)
         self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL", out)
+
+    def _time_out(self, channel: Channel, out: Output) -> None:
+        self._stop_waiting(channel)
+        del channel.client.joining[channel.topic]
+        self._refuse(channel, f"PostgresChangesSubscribeTimeout: Timed out after {channel.wait_ms}ms waiting for "
+                              "the postgres_changes subscription", out)
+
+    def _stop_waiting(self, channel: Channel) -> None:
+        self.awaiting.discard(channel)
+        self.asking.discard(channel)
+        self.overdue.discard(channel)
+
+    def _abandon(self, channel: Channel, out: Output) -> None:
+        """A channel still joining is gone (left, joined again, its socket ended): whatever its Subscribe made is
+        undone (the worker runs commands in order)."""
+        channel.open = False
+        if channel in self.awaiting:
+            self._stop_waiting(channel)
+            out.commands.append(Unsubscribe(channel))
 
     def _refuse(self, channel: Channel, reason: str, out: Output) -> None:
         channel.open = False
@@ -400,3 +427,8 @@ class ChannelState:
         out.messages.append((channel.client, Message(channel.topic, "system", {
             "extension": extension, "status": status, "message": text,
             "channel": channel.sub_topic}, None, channel.join_ref)))
+
+
+def _said(error: Exception) -> str:
+    """An error as a message says it: the kit's own (Supabase's words, line breaks kept) whole; others in one line."""
+    return str(error) if isinstance(error, KitError) else one_line(error)

@@ -43,7 +43,7 @@ from .catalog import TablePlan
 from .decoding import UNCHANGED_TOAST, Change, as_text
 from .events import NO_KEY, UNAUTHORIZED, EventBuilder, Values
 from .feed import ChangeFeed, FeedLost, lost
-from .filters import FilterCheck, Term
+from .filters import FilterCheck, Holding, Shape, wal2json_text
 from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
@@ -76,48 +76,49 @@ class _Poll:
         self.events: dict[int, dict[int, list[Delivered]]] = defaultdict(dict)  # subscriber -> position -> events
         self._answers: dict[tuple[int, int, bool], tuple[int, ...]] = {}  # a group's members share theirs
         self._filtered = [s for s in {s for group in self.groups for s in group} if s.filters]
-        self._check: FilterCheck | None = None
-        self._carried: dict[int, dict[str, tuple[str, str | None]]] = {}
+        self._carried: dict[int, dict[str, tuple[str, str | None]]] = {}  # position -> column -> (type, value)
+        self._holding: Holding = {}
 
     def ask_filters(self, check: FilterCheck) -> None:
-        """Ask the database at once about every filter term of a subscription covering a change."""
-        self._check = check
-        terms_of: dict[tuple[int, str], set[Term]] = {}
-        questions: set[tuple[Term, str, str | None]] = set()
+        """Ask the database at once which filter values hold for which values of the poll's changes."""
+        asked: dict[Shape, tuple[set[str], set[str | None]]] = {}
+        needed: dict[tuple[int, str], dict[str, set[Shape]]] = {}  # per table and event: column -> shapes
         for position, change in enumerate(self.changes):
             key = (change.relation.oid, change.type)
-            if key not in terms_of:
-                terms_of[key] = {term for s in self._filtered if s.covers(change.relation, change.type)
-                                 for term in s.filters}
-            if terms_of[key]:
-                carried = self.carried(position)
-                questions.update((term, *carried[term.column]) for term in terms_of[key] if term.column in carried)
-        check.ask(questions)
+            if key not in needed:
+                needed[key] = self._shapes(change, check, asked)
+            if needed[key]:
+                carried = self._carried[position] = _carried(change, check)
+                for column, shapes in needed[key].items():
+                    for shape in shapes if column in carried else ():
+                        asked[shape][1].add(carried[column][1])
+        self._holding = check.holding(asked)
 
-    def carried(self, position: int) -> dict[str, tuple[str, str | None]]:
-        """The columns a change carries for its filters, each its type and value as text, as Supabase has them:
-        an INSERT's or UPDATE's new row but its unchanged TOASTed values, a DELETE's old row as logged."""
-        if position not in self._carried:
-            assert self._check is not None
-            change = self.changes[position]
-            columns = change.relation.columns
-            if change.type == "DELETE":
-                raw, kept = change.old or (), [change.old_is_full or c.in_identity for c in columns]
-            else:
-                raw, kept = change.new or (), [True] * len(columns)
-            self._carried[position] = {column.name: (self._check.type_sql(column.type_oid), as_text(value))
-                                       for column, value, keep in zip(columns, raw, kept, strict=False)
-                                       if keep and value is not UNCHANGED_TOAST}
-        return self._carried[position]
+    def _shapes(self, change: Change, check: FilterCheck, asked: dict[Shape, tuple[set[str], set[str | None]]]
+                ) -> dict[str, set[Shape]]:
+        """What the filters of the subscriptions covering this table and event ask, by column; their filter values
+        added to `asked`."""
+        types = {column.name: column.type_oid for column in change.relation.columns}
+        shapes: dict[str, set[Shape]] = defaultdict(set)
+        for subscription in self._filtered:
+            if subscription.covers(change.relation, change.type):
+                for term in subscription.filters:
+                    if term.column in types:
+                        shape = Shape.of(term, check.type_sql(types[term.column]))
+                        shapes[term.column].add(shape)
+                        asked.setdefault(shape, (set(), set()))[0].add(term.value)
+        return shapes
 
     def _holds(self, position: int, subscription: Subscription) -> bool:
         """Every term of the subscription's filter holds for the change (a column it does not carry: no)."""
-        if not subscription.filters:
-            return True
-        assert self._check is not None
-        carried = self.carried(position)
-        return all(term.column in carried and self._check.holds((term, *carried[term.column]))
-                   for term in subscription.filters)
+        carried = self._carried.get(position, {})
+        for term in subscription.filters:
+            if term.column not in carried:
+                return False
+            type_sql, value = carried[term.column]
+            if (term.value, value) not in self._holding.get(Shape.of(term, type_sql), ()):
+                return False
+        return True
 
     def table_rows(self, plans: list[TablePlan]) -> list[_TableRows]:
         """Per table, the new rows' keys to authorise and which of them each group covers."""
@@ -217,6 +218,22 @@ class _TableRows:
         else:
             arguments = [[list(key) for key in keys], []]
         return [*arguments, _mask(self.key_positions, len(keys))]
+
+
+def _carried(change: Change, check: FilterCheck) -> dict[str, tuple[str, str | None]]:
+    """The columns a change carries for its filters, each its type and value as Supabase has them (wal2json's
+    text): an INSERT's or UPDATE's new row but its unchanged TOASTed values, a DELETE's old row as logged."""
+    columns = change.relation.columns
+    if change.type == "DELETE":
+        raw, kept = change.old or (), [change.old_is_full or column.in_identity for column in columns]
+    else:
+        raw, kept = change.new or (), [True] * len(columns)
+    carried = {}
+    for column, value, keep in zip(columns, raw, kept, strict=False):
+        if keep and value is not UNCHANGED_TOAST:
+            type_sql = check.type_sql(column.type_oid)
+            carried[column.name] = (type_sql, wal2json_text(type_sql, as_text(value)))
+    return carried
 
 
 def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:

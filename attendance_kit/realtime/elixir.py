@@ -20,12 +20,23 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\f
             "\b": "\\b", "\a": "\\a", "\x1b": "\\e", "\x00": "\\0"}
 
 
-def inspect(value: Any) -> str:
+# Unicode's White_Space, what Elixir's String.trim removes (Python's strip() also takes \x1c to \x1f)
+WHITESPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+             "\u2028\u2029\u202f\u205f\u3000"
+
+
+def trim(text: str) -> str:
+    """Elixir's `String.trim`."""
+    return text.strip(WHITESPACE)
+
+
+def inspect(value: Any, pretty: bool = True) -> str:
     """Elixir's `inspect(value, pretty: true)` of JSON-like terms (strings, numbers, booleans, nil, lists, maps)
     and tuples: one line when it fits in 80 columns; else a list puts each element on a line of its own, indented
-    two, and a tuple as many elements on a line as fit, the rest under its first."""
+    two, and a tuple as many elements on a line as fit, the rest under its first. `pretty=False`: `inspect(value)`,
+    one line whatever its length."""
     flat = _flat(value)
-    if len(flat) <= WIDTH or not isinstance(value, list):
+    if not pretty or len(flat) <= WIDTH or not isinstance(value, list):
         return flat
     lines = [_tuple_lines(item, 2) if isinstance(item, tuple) else _flat(item) for item in value]
     return "[\n" + ",\n".join("  " + line for line in lines) + "\n]"

@@ -23,15 +23,14 @@ value). The value compared is the change's value as Supabase has it: through its
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
 
 from ..errors import KitError
-from .elixir import inspect, postgrex_message, raised
+from .elixir import inspect, postgrex_message, raised, trim
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is", "match", "imatch", "isdistinct")
 MAX_IN_VALUES = 100  # Supabase Realtime's limit for `in`
@@ -72,7 +71,7 @@ class FilterRefused(KitError):
 
 def parse_filter(text: str) -> tuple[Term, ...]:
     """The terms of a filter in Supabase's syntax (none for an empty or blank one)."""
-    trimmed = text.strip()
+    trimmed = trim(text)
     return tuple(map(_term, _split_top_level(trimmed))) if trimmed else ()
 
 
@@ -102,18 +101,18 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _term(segment: str) -> Term:
-    trimmed = segment.strip()
+    trimmed = trim(segment)
     if not trimmed:
         raise FilterSyntaxError("filter must not contain empty segments (check for extra commas)")
     column, equals, rest = trimmed.partition("=")
     if not equals:
-        raise FilterSyntaxError(inspect([trimmed]))
+        raise FilterSyntaxError(inspect([trimmed], pretty=False))
     negate = rest.startswith("not.")
     operator, dot, value = rest.removeprefix("not.").partition(".")
     if not dot:
-        raise FilterSyntaxError(inspect([rest.removeprefix("not.")]))
+        raise FilterSyntaxError(inspect([rest.removeprefix("not.")], pretty=False))
     if operator not in OPERATORS:
-        raise FilterSyntaxError(inspect([operator, value]))
+        raise FilterSyntaxError(inspect([operator, value], pretty=False))
     if operator == "in":
         if not (len(value) >= 2 and value.startswith("(") and value.endswith(")")):
             raise FilterSyntaxError("`in` filter value must be wrapped by parentheses")
@@ -155,13 +154,32 @@ def check_filter(conn: psycopg.Connection, relation: str, role: str, terms: Sequ
             raise FilterRefused(raised(f"invalid column for filter {term.column}"))
         _check_term(conn, term, types[term.column])
     for term in terms:
-        if types[term.column].endswith("[]"):
-            log.warning("realtime: the filter on %s's array column %s never matches here; on Supabase Realtime it "
-                        "fails the change feed at every change of the table, losing that poll's changes "
-                        "(docs/realtime.md, Filters and select)", relation, term.column)
+        if _fails_on_supabase(conn, term, types[term.column]):
+            log.warning("realtime: the filter %s=%s.%s on %s never matches here, as PostgreSQL cannot evaluate it; "
+                        "on Supabase Realtime it fails the change feed at every change of the table, losing that "
+                        "poll's changes (docs/realtime.md, Filters and select)", term.column, term.operator,
+                        term.value, relation)
     for column in select or ():
         if column not in selectable:
             raise FilterRefused(raised(f"invalid column for select {column}"))
+
+
+def _fails_on_supabase(conn: psycopg.Connection, term: Term, type_sql: str) -> bool:
+    """Whether evaluating the term raises, as on an array column (its value comes back from JSON as no array
+    literal), a `json` one (no `=`), or a `like` pattern ending in `\\`: tried on the filter's own value."""
+    if type_sql.endswith("[]"):
+        return True
+    if term.operator in ("in", "is"):  # their values are no value of the column
+        return False
+    query = sql.SQL("select {}").format(sql.SQL(condition(Shape.of(term, type_sql), "%(term)s", "%(term)s")))
+    try:
+        with conn.transaction():
+            conn.execute(query, {"term": term.value})
+    except psycopg.Error:
+        if conn.broken:
+            raise
+        return True
+    return False
 
 
 def _check_term(conn: psycopg.Connection, term: Term, type_sql: str) -> None:
@@ -210,17 +228,32 @@ def _check_pattern(conn: psycopg.Connection, term: Term, type_sql: str) -> None:
 
 # --- evaluation, per poll ---------------------------------------------------------------------------------------
 
-Question = tuple[Term, str, str | None]  # a term, the column's type (as SQL), a change's value as text
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+IS_KEYWORDS = {value: value for value in IS_VALUES}  # `is`'s value goes into the SQL: only these words
+
+
+class Shape(NamedTuple):
+    """What one statement evaluates: an operator (negated or not) on a type; `is` with its keyword."""
+
+    operator: str
+    type_sql: str
+    negate: bool
+    keyword: str  # `is`'s value; else ""
+
+    @classmethod
+    def of(cls, term: Term, type_sql: str) -> Shape:
+        return cls(term.operator, type_sql, term.negate, term.value if term.operator == "is" else "")
+
+
+Holding = dict[Shape, set[tuple[str, str | None]]]  # per shape, the (filter value, change value) pairs that hold
 
 
 class FilterCheck:
-    """Which terms hold for which values, asked of PostgreSQL a statement per operator and type, remembered."""
-
-    MAX_REMEMBERED = 100_000
+    """Which filter values hold for which change values, asked of PostgreSQL: per shape, one statement over the
+    distinct values of both, returning the pairs that hold; a pair it does not return does not hold."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        self._known: dict[Question, bool] = {}
         self._types: dict[int, str] = {}
 
     def type_sql(self, oid: int) -> str:
@@ -229,62 +262,64 @@ class FilterCheck:
             self._types[oid] = self.conn.execute("select %s::regtype::text", [oid]).fetchone()[0]
         return self._types[oid]
 
-    def holds(self, question: Question) -> bool:
-        """Whether a term asked about before (`ask`) holds."""
-        return self._known[question]
+    def holding(self, asked: dict[Shape, tuple[set[str], set[str | None]]]) -> Holding:
+        """For each shape, its filter values and change values: the pairs that hold."""
+        return {shape: self._pairs(shape, sorted(terms), _sorted(values)) for shape, (terms, values) in asked.items()}
 
-    def ask(self, questions: Iterable[Question]) -> None:
-        """Answer these questions (those not answered before), by the database."""
-        shapes: dict[tuple[str, str, bool, str], set[Question]] = defaultdict(set)
-        for question in questions:
-            if question not in self._known:
-                term, type_sql, _ = question
-                keyword = term.value if term.operator == "is" else ""
-                shapes[term.operator, type_sql, term.negate, keyword].add(question)
-        if len(self._known) > self.MAX_REMEMBERED:
-            self._known.clear()
-        for shape, asked in shapes.items():
-            self._known.update(self._answer(shape, list(asked)))
+    def _pairs(self, shape: Shape, terms: list[str], values: list[str | None]) -> set[tuple[str, str | None]]:
+        """One statement for them all; if it fails (a value or a pattern PostgreSQL refuses), one per filter value,
+        and for a value that fails again one per pair: an error is not a match, and is only that pair's."""
+        pairs = self._holding_pairs(shape, terms, values)
+        if pairs is not None:
+            return pairs
+        pairs = set()
+        for term in terms:
+            one = self._holding_pairs(shape, [term], values)
+            if one is None:
+                one = set().union(*(self._holding_pairs(shape, [term], [value]) or set() for value in values))
+            pairs |= one
+        return pairs
 
-    def _answer(self, shape: tuple[str, str, bool, str], asked: list[Question]) -> dict[Question, bool]:
-        terms = sorted({term.value for term, _, _ in asked})
-        values = sorted({value for _, _, value in asked}, key=lambda value: (value is None, value or ""))
-        query = sql.SQL("select t.n, v.n from pg_catalog.unnest(%s::text[]) with ordinality as t (x, n), "
-                        "pg_catalog.unnest(%s::text[]) with ordinality as v (y, n) where {}").format(
-            sql.SQL(condition(*shape, "t.x", "v.y")))
+    def _holding_pairs(self, shape: Shape, terms: list[str], values: list[str | None]
+                       ) -> set[tuple[str, str | None]] | None:
+        """The pairs that hold, or None when the statement failed (a lost connection raises)."""
+        query = sql.SQL("select t.x, v.y from pg_catalog.unnest(%s::text[]) as t (x), "
+                        "pg_catalog.unnest(%s::text[]) as v (y) where {}").format(
+            sql.SQL(condition(shape, "t.x", "v.y")))
         try:
             with self.conn.transaction():
-                true = {(terms[t - 1], values[v - 1]) for t, v in self.conn.execute(query, [terms, values])}
+                return set(self.conn.execute(query, [terms, values]).fetchall())
         except psycopg.Error:
             if self.conn.broken:
                 raise
-            return {question: self._one(shape, question) for question in asked}
-        return {question: (question[0].value, question[2]) in true for question in asked}
-
-    def _one(self, shape: tuple[str, str, bool, str], question: Question) -> bool:
-        """One question alone, after its statement failed: an error (a value Supabase cannot cast back) is not
-        true."""
-        query = sql.SQL("select true where {}").format(sql.SQL(condition(*shape, "%(term)s", "%(value)s")))
-        try:
-            with self.conn.transaction():
-                arguments = {"term": question[0].value, "value": question[2]}
-                return self.conn.execute(query, arguments).fetchone() is not None
-        except psycopg.Error:
-            if self.conn.broken:
-                raise
-            return False
+            return None
 
 
-def condition(operator: str, type_sql: str, negate: bool, keyword: str, term: str, value: str) -> str:
+def wal2json_text(type_sql: str, text: str | None) -> str | None:
+    """A change's value as wal2json writes it, which is what Supabase compares: a NaN or infinite number is null,
+    a bytea its hex digits without `\\x`."""
+    if text is not None and type_sql in ("real", "double precision", "numeric") and text in NON_FINITE:
+        return None
+    if text is not None and type_sql == "bytea":
+        return text.removeprefix("\\x")
+    return text
+
+
+def _sorted(values: set[str | None]) -> list[str | None]:
+    return sorted(values, key=lambda value: (value is None, value or ""))
+
+
+def condition(shape: Shape, term: str, value: str) -> str:
     """Supabase's `check_equality_op` as a condition on SQL text expressions `term` and `value`: the value as
     Supabase has it (through its JSON), both cast to the column's type."""
+    operator, type_sql, negate, keyword = shape
     column = f"(pg_catalog.to_jsonb(({value})::{type_sql}) #>> '{{}}')::{type_sql}"
-    if type_sql == "bytea":
+    if type_sql == "bytea":  # Supabase's cast keeps wal2json's text of a bytea
         column = f"({value})::bytea"
     if operator == "isdistinct":
         return f"{column} is {'not ' if negate else ''}distinct from ({term})::{type_sql}"
     if operator == "is":
-        return f"{column} is {'not ' if negate else ''}{keyword}"
+        return f"{column} is {'not ' if negate else ''}{IS_KEYWORDS.get(keyword, 'null and false')}"
     right = f"{type_sql}[]" if operator == "in" else type_sql
     compared = f"{column} {_SYMBOLS[operator]} (({term})::{right})"
     return f"not ({compared})" if negate else compared

@@ -123,7 +123,9 @@ def channel_subscriber(conn: psycopg.Connection, publication: str, claims: dict[
     checked as Supabase Realtime checks them. One bad entry fails them all, with Supabase's message
     (`ChannelRefused`)."""
     name, role, claims = _identity(conn, None, claims)
-    return Subscriber(name, role, claims, tuple(_entry(conn, publication, role, entry) for entry in entries))
+    parsed = [_parse_entry(entry) for entry in entries]  # as Supabase: all parsed before any is made ...
+    made = [_entry(conn, publication, role, entry) for entry in reversed(parsed)]  # ... then made from the last
+    return Subscriber(name, role, claims, tuple(reversed(made)))
 
 
 class ChannelRefused(KitError):
@@ -138,30 +140,29 @@ class _Entry(NamedTuple):
     table: str  # or *
     terms: tuple[Term, ...]
     select: tuple[str, ...] | None  # sorted, as Supabase's trigger sorts it
+    listed: list[str] | None  # the select as the client listed it
 
-    def described(self, select: Sequence[str] | None) -> str:
-        """The entry as Supabase's refusals quote it (`select` as the client listed it)."""
+    def described(self) -> str:
+        """The entry as Supabase's refusals quote it."""
         return (f"[event: {self.event}, schema: {self.schema}, table: {self.table}, "
-                f"filters: {to_log([term.as_elixir() for term in self.terms])}, select: {to_log(select)}]")
+                f"filters: {to_log([term.as_elixir() for term in self.terms])}, select: {to_log(self.listed)}]")
 
 
-def _entry(conn: psycopg.Connection, publication: str, role: str, entry: Any) -> Subscription:
-    parsed = _parse_entry(entry)
-    select = entry.get("select")
-    listed = ([c for c in select if isinstance(c, str)] or None) if isinstance(select, list) else None
+def _entry(conn: psycopg.Connection, publication: str, role: str, parsed: _Entry) -> Subscription:
+    """A parsed entry made a subscription, checked against the database as Supabase's insert and trigger check it."""
     tables = conn.execute(
         "select format('%%I.%%I', schemaname, tablename) from pg_publication_tables where pubname = %s "
         "and (schemaname = %s or %s = '*') and (tablename = %s or %s = '*')",
         [publication, parsed.schema, parsed.schema, parsed.table, parsed.table]).fetchall()
     if not tables:
         raise ChannelRefused("Unable to subscribe to changes with given parameters. Please check Realtime is "
-                             f"enabled for the given connect parameters: {parsed.described(listed)}")
+                             f"enabled for the given connect parameters: {parsed.described()}")
     for (relation,) in tables:  # Supabase's trigger checks the filters on each table subscribed
         try:
             check_filter(conn, relation, role, parsed.terms, parsed.select)
         except FilterRefused as error:
             raise ChannelRefused("Unable to subscribe to changes with given parameters. An exception happened so "
-                                 f"please check your connect parameters: {parsed.described(listed)}. "
+                                 f"please check your connect parameters: {parsed.described()}. "
                                  f"Exception: {error}") from None
     events = frozenset([parsed.event]) if parsed.event in EVENT_TYPES else frozenset(EVENT_TYPES)
     return Subscription(None if parsed.schema == "*" else parsed.schema,
@@ -172,14 +173,14 @@ def _parse_entry(entry: Any) -> _Entry:
     """Supabase's `parse_subscription_params`: its cases, in its order, and its refusals (`ChannelRefused`)."""
     if not isinstance(entry, dict):
         raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
-                             f"subscribe to: {inspect(entry)}")
+                             f"subscribe to: {inspect(entry, pretty=False)}")
     event = entry.get("event")
     event = event.upper() if isinstance(event, str) and event.upper() in EVENT_TYPES else "*"
     select = entry.get("select")
     if isinstance(select, str):
         raise ChannelRefused("Error parsing `select` params: expected a list of column name strings, e.g. "
                              'select: ["col1", "col2"]')
-    chosen = tuple(sorted(c for c in select if isinstance(c, str))) if isinstance(select, list) else ()
+    listed = [c for c in select if isinstance(c, str)] if isinstance(select, list) else []
     schema, table, text = entry.get("schema"), entry.get("table"), entry.get("filter")
     if isinstance(schema, str) and isinstance(table, str) and isinstance(text, str):
         try:
@@ -197,11 +198,11 @@ def _parse_entry(entry: Any) -> _Entry:
                              "subscribe to: <redacted>")
     else:
         raise ChannelRefused("No subscription params provided. Please provide at least a `schema` or `table` to "
-                             f"subscribe to: {inspect(entry)}")
-    if chosen and "*" in (schema, table):
+                             f"subscribe to: {inspect(entry, pretty=False)}")
+    if listed and "*" in (schema, table):
         raise ChannelRefused("Column selection is not supported for wildcard subscriptions. Provide an explicit "
                              "schema and table name.")
-    return _Entry(event, schema, table, terms, chosen or None)
+    return _Entry(event, schema, table, terms, tuple(sorted(listed)) or None, listed or None)
 
 
 def _qualified(schema: str, table: str) -> str:

@@ -1,4 +1,5 @@
-"""The wire's JSON: values written as PostgreSQL's `to_jsonb` writes them, for events and Supabase Realtime's frames.
+"""The wire's JSON: values written as Supabase writes a change's (wal2json's values through `to_jsonb`), for
+events and Supabase Realtime's frames: a NaN or infinite number is null, a bytea its hex digits without `\\x`.
 
 A leaf: it imports nothing of the kit, so the subscription model, the protocol and the gateway all write JSON the
 same way without importing each other.
@@ -14,8 +15,7 @@ from typing import Any
 
 
 def event_json(value: Any) -> str:
-    """The event (or any of its values) as JSON, values written as PostgreSQL's `to_jsonb` writes them (a
-    non-finite number as a string, "NaN" or "Infinity")."""
+    """The event (or any of its values) as JSON, values written as Supabase writes them (see above)."""
     return _json(value, ensure_ascii=False, separators=(", ", ": "))
 
 
@@ -27,13 +27,13 @@ def wire_json(value: Any) -> str:
 def _json(value: Any, **options: Any) -> str:
     try:
         return json.dumps(value, default=json_value, allow_nan=False, **options)
-    except ValueError:  # a float NaN or infinity somewhere: JSON has none
+    except ValueError:  # a float NaN or infinity somewhere: wal2json writes it null
         return json.dumps(_finite(value), default=json_value, **options)
 
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return None
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -51,8 +51,10 @@ def json_value(value: Any) -> Any:
         return text
     if isinstance(value, Decimal):  # a JSON number, as to_jsonb writes numeric (exact to 15 digits)
         if not value.is_finite():
-            return str(value)  # NaN, Infinity: a string, as to_jsonb writes them
+            return None  # NaN, Infinity: null, as wal2json writes them
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()  # wal2json's text of a bytea
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)  # UUID, date, time, timedelta, ...
