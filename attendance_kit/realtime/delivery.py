@@ -70,14 +70,50 @@ class _Poll:
         groups: dict[tuple[Subscription, ...], int] = {}
         self.member_group = [groups.setdefault(s.subscriptions, len(groups)) for s in self.subscribers]
         self.groups = list(groups)
+        self.group_roles: list[set[str]] = [set() for _ in self.groups]
+        for subscriber, group in zip(self.subscribers, self.member_group, strict=True):
+            self.group_roles[group].add(subscriber.role)
+        self._covering: dict[tuple[int, str], _Covering] = {}  # per table and event
         # Only tables someone subscribed to are authorised (and read).
-        self.oids = sorted({c.relation.oid for c in changes
-                            if any(s.covers(c.relation, c.type) for g in self.groups for s in g)})
+        self.oids = sorted({c.relation.oid for c in changes if self.covering(c).groups})
         self.events: dict[int, dict[int, list[Delivered]]] = defaultdict(dict)  # subscriber -> position -> events
         self._answers: dict[tuple[int, int, bool], tuple[int, ...]] = {}  # a group's members share theirs
+        self._answering: dict[int, dict[int, tuple[int, ...]]] = {}  # position -> group -> answered
         self._filtered = [s for s in {s for group in self.groups for s in group} if s.filters]
         self._carried: dict[int, dict[str, tuple[str, str | None]]] = {}  # position -> column -> (type, value)
         self._holding: Holding = {}
+        self._equal: dict[Shape, dict[str | None, set[str]]] = {}  # an `eq` shape: change value -> filter values
+
+    def covering(self, change: Change) -> _Covering:
+        """The groups with a subscription covering the change's table and event (the same for all its changes)."""
+        key = (change.relation.oid, change.type)
+        if key not in self._covering:
+            self._covering[key] = _Covering(self.groups, change)
+        return self._covering[key]
+
+    def answering(self, position: int) -> dict[int, tuple[int, ...]]:
+        """The groups a change answers without an error, each with its subscriptions answered: looked for among
+        those whose `eq` filter's value equals the change's, and those a filter cannot rule out so."""
+        if position not in self._answering:
+            covering = self.covering(self.changes[position])
+            candidates = set(covering.unindexed)
+            carried = self._carried.get(position, {})
+            for column, by_value in covering.by_equal.items():
+                if column in carried:
+                    type_sql, value = carried[column]
+                    for term_value in self._equal_values(Shape("eq", type_sql, False, ""), value):
+                        candidates |= by_value.get(term_value, set())
+            self._answering[position] = {group: answered for group in sorted(candidates)
+                                         if (answered := self.answered(group, position, None))}
+        return self._answering[position]
+
+    def _equal_values(self, shape: Shape, value: str | None) -> set[str]:
+        """The `eq` filter values PostgreSQL found equal to a change's value."""
+        if shape not in self._equal:
+            self._equal[shape] = defaultdict(set)
+            for term_value, change_value in self._holding.get(shape, ()):
+                self._equal[shape][change_value].add(term_value)
+        return self._equal[shape].get(value, set())
 
     def ask_filters(self, check: FilterCheck) -> None:
         """Ask the database at once which filter values hold for which values of the poll's changes."""
@@ -127,28 +163,30 @@ class _Poll:
         for position, change in enumerate(self.changes):
             rows = by_oid.get(change.relation.oid)  # None: the table is gone, nobody can be authorised for it
             if rows is not None and change.type != "DELETE" and rows.plan.row_security:
-                for group in range(len(self.groups)):
-                    if self.answered(group, position, None):
-                        rows.add(group, position, change)
+                for group in self.answering(position):
+                    rows.add(group, position, change)
         return tables
 
-    def unasked(self, group: int, role: str, by_oid: dict[int, _TableRows]) -> dict[int, str | None]:
-        """The changes of these tables the group receives without asking RLS, for a role: DELETEs its filters
-        match, changes of tables without RLS, and 400 and 401 errors. Position -> error."""
-        decided: dict[int, str | None] = {}
+    def unasked(self, by_oid: dict[int, _TableRows]) -> dict[tuple[int, str], dict[int, str | None]]:
+        """The changes of these tables each group receives without asking RLS, per role: DELETEs its filters
+        match, changes of tables without RLS, and 400 and 401 errors (every subscription covering the change:
+        Supabase applies no filter then). (group, role) -> position -> error."""
+        decided: dict[tuple[int, str], dict[int, str | None]] = defaultdict(dict)
         for position, change in enumerate(self.changes):
             rows = by_oid.get(change.relation.oid)
-            if rows is None or not any(s.covers(change.relation, change.type) for s in self.groups[group]):
+            if rows is None:
                 continue
-            if change.type == "DELETE":
-                if self.answered(group, position, None):
-                    decided[position] = None
-            elif not rows.plan.key:
-                decided[position] = NO_KEY
-            elif not rows.plan.access[role].key_select:
-                decided[position] = UNAUTHORIZED
-            elif not rows.plan.row_security and self.answered(group, position, None):
-                decided[position] = None
+            plan = rows.plan
+            blind = {role for role in self.roles if not plan.access[role].key_select}  # may not select the key
+            if change.type != "DELETE" and (not plan.key or blind):
+                error = NO_KEY if not plan.key else UNAUTHORIZED
+                for group in self.covering(change).groups:
+                    for role in self.group_roles[group] if not plan.key else self.group_roles[group] & blind:
+                        decided[group, role][position] = error
+            if change.type == "DELETE" or (plan.key and not plan.row_security):
+                for group in self.answering(position):
+                    for role in self.group_roles[group] - (set() if change.type == "DELETE" else blind):
+                        decided[group, role][position] = None
         return decided
 
     def answered(self, group: int, position: int, error: str | None) -> tuple[int, ...]:
@@ -175,6 +213,29 @@ class _Poll:
     def delivered(self) -> dict[Subscriber, list[Delivered]]:
         return {self.subscribers[s]: [one for p in sorted(events) for one in events[p]]
                 for s, events in sorted(self.events.items())}
+
+
+class _Covering:
+    """The groups with a subscription covering a table and event; and for finding those a change answers, the
+    ones whose every such subscription has an `eq` filter, by the filter's column and value (`by_equal`), apart
+    from the others (`unindexed`: unfiltered, or filtered otherwise)."""
+
+    def __init__(self, groups: list[tuple[Subscription, ...]], change: Change) -> None:
+        self.groups: list[int] = []
+        self.unindexed: list[int] = []
+        self.by_equal: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        for group, subscriptions in enumerate(groups):
+            covering = [s for s in subscriptions if s.covers(change.relation, change.type)]
+            if not covering:
+                continue
+            self.groups.append(group)
+            equal_terms = [next((t for t in s.filters if t.operator == "eq" and not t.negate), None) for s in covering]
+            if None in equal_terms:
+                self.unindexed.append(group)
+                continue
+            for term in equal_terms:
+                assert term is not None
+                self.by_equal[term.column][term.value].add(group)
 
 
 class _TableRows:
@@ -326,14 +387,12 @@ class Delivery:
         for s, t, n in allowed:
             decided[s].update(dict.fromkeys(tables[t].key_positions[poll.member_group[s]][n]))
         by_oid = {rows.plan.oid: rows for rows in tables}
-        unasked: dict[tuple[int, str], dict[int, str | None]] = {}  # per group and role
+        unasked = poll.unasked(by_oid)
         # A change reads the same to every subscriber of a role and a selection.
         events: dict[tuple[int, str, str | None, tuple[str, ...] | None], Event] = {}
         for s, subscriber in enumerate(poll.subscribers):
             group, role = poll.member_group[s], subscriber.role
-            if (group, role) not in unasked:
-                unasked[group, role] = poll.unasked(group, role, by_oid)
-            for position, error in (decided[s] | unasked[group, role]).items():
+            for position, error in (decided[s] | unasked.get((group, role), {})).items():
                 delivered = poll.events[s][position] = []
                 for select, indexes in poll.by_selection(group, poll.answered(group, position, error)):
                     event = events.get((position, role, error, select))
