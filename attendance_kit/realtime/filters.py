@@ -267,18 +267,16 @@ class FilterCheck:
         return {shape: self._pairs(shape, sorted(terms), _sorted(values)) for shape, (terms, values) in asked.items()}
 
     def _pairs(self, shape: Shape, terms: list[str], values: list[str | None]) -> set[tuple[str, str | None]]:
-        """One statement for them all; if it fails (a value or a pattern PostgreSQL refuses), one per filter value,
-        and for a value that fails again one per pair: an error is not a match, and is only that pair's."""
+        """One statement for them all; if it fails (a value or a pattern PostgreSQL refuses), the filter values in
+        halves until the failing one is alone, which is asked one change value at a time: an error is not a match,
+        and is only that pair's."""
         pairs = self._holding_pairs(shape, terms, values)
         if pairs is not None:
             return pairs
-        pairs = set()
-        for term in terms:
-            one = self._holding_pairs(shape, [term], values)
-            if one is None:
-                one = set().union(*(self._holding_pairs(shape, [term], [value]) or set() for value in values))
-            pairs |= one
-        return pairs
+        if len(terms) > 1:
+            half = len(terms) // 2
+            return self._pairs(shape, terms[:half], values) | self._pairs(shape, terms[half:], values)
+        return set().union(*(self._holding_pairs(shape, terms, [value]) or set() for value in values))
 
     def _holding_pairs(self, shape: Shape, terms: list[str], values: list[str | None]
                        ) -> set[tuple[str, str | None]] | None:
