@@ -153,15 +153,15 @@ def check_filter(conn: psycopg.Connection, relation: str, role: str, terms: Sequ
         if term.column not in selectable:
             raise FilterRefused(raised(f"invalid column for filter {term.column}"))
         _check_term(conn, term, types[term.column])
-    for term in terms:
+    for column in select or ():
+        if column not in selectable:
+            raise FilterRefused(raised(f"invalid column for select {column}"))
+    for term in terms:  # accepted, as Supabase accepts them; but some it cannot evaluate
         if _fails_on_supabase(conn, term, types[term.column]):
             log.warning("realtime: the filter %s=%s.%s on %s never matches here, as PostgreSQL cannot evaluate it; "
                         "on Supabase Realtime it fails the change feed at every change of the table, losing that "
                         "poll's changes (docs/realtime.md, Filters and select)", term.column, term.operator,
                         term.value, relation)
-    for column in select or ():
-        if column not in selectable:
-            raise FilterRefused(raised(f"invalid column for select {column}"))
 
 
 def _fails_on_supabase(conn: psycopg.Connection, term: Term, type_sql: str) -> bool:
