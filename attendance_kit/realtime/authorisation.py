@@ -117,7 +117,7 @@ class Authoriser:
 # table with a `_kit_` column gets no events: see `_plans`). Per subscriber, three arguments indexed by the loop:
 #
 #     _kit_claims[_kit_i], _kit_roles[_kit_i], _kit_groups[_kit_i]   its JWT claims, role and group (1-based)
-#     _kit_gi                                                        its group, which indexes the masks below
+#     _kit_gi                                                        its group, which picks its keys below
 #
 # then per table, numbered t by its place in the plans (from 0), the variables of `_TableNames`. Within a query:
 # `_kit_x` is the table; `_kit_u` its keys, numbered (`_kit_c1`, `_kit_c2`, ... the key's columns, `_kit_n` the
@@ -134,13 +134,17 @@ class _TableNames:
 
     def __init__(self, t: int) -> None:
         self.t = t
-        # Arguments, in this order (delivery's `_TableRows.arguments` fills them), all text or bool:
-        self.keys = f"_kit_k{t}"  # the new rows' primary keys (1-D; for a key of several columns 2-D, a key a row)
-        self.group_keys = f"_kit_g{t}"  # [group]: the keys it covers, NULL-padded (one-column keys; else empty)
-        self.key_mask = f"_kit_m{t}"  # [group][key number]: the group covers that key
+        # Arguments, in this order (delivery's `_TableRows.arguments` fills them):
+        self.keys = f"_kit_k{t}"  # text[]: the new rows' primary keys (1-D; of several columns 2-D, a key a row)
+        self.group_numbers = f"_kit_g{t}"  # int[]: the numbers of the keys each group covers, group after group
+        self.group_starts = f"_kit_s{t}"  # int[]: where each group's numbers start (and, one more, where they end)
         # Declared, computed once per call rather than once per subscriber:
         self.typed_keys = f"_kit_kt{t}"  # the keys in the key column's type (one-column keys), to number a match
-        self.typed_group_keys = f"_kit_gt{t}"  # each group's keys in that type (one-column keys)
+        self.typed_group_keys = f"_kit_gt{t}"  # the keys of `group_numbers`, in that type (one-column keys)
+
+    def of_group(self, array: str) -> str:
+        """The subscriber's group's part of `group_numbers` or `typed_group_keys`."""
+        return f"{array}[{self.group_starts}[_kit_gi] : {self.group_starts}[_kit_gi + 1] - 1]"
 
     def key_column(self, j: int) -> str:
         """Declared for a key of several columns: its column j (from 1), typed."""
@@ -170,7 +174,7 @@ def _arguments(tables: int) -> list[tuple[str, str]]:
     arguments = [("_kit_claims", "text[]"), ("_kit_roles", "text[]"), ("_kit_groups", "int[]")]
     for t in range(tables):
         names = _TableNames(t)
-        arguments += [(names.keys, "text[]"), (names.group_keys, "text[]"), (names.key_mask, "bool[]")]
+        arguments += [(names.keys, "text[]"), (names.group_numbers, "int[]"), (names.group_starts, "int[]")]
     return arguments
 
 
@@ -245,7 +249,9 @@ def _declarations(context: AdaptContext | None, t: int, plan: TablePlan) -> list
     if len(plan.key) == 1:  # all keys (to number a match) and each group's keys, typed
         key_type = types[plan.key[0]]
         declarations = [f"{names.typed_keys} {key_type}[] := {names.keys};",
-                        f"{names.typed_group_keys} {key_type}[] := {names.group_keys};"]
+                        f"{names.typed_group_keys} {key_type}[] := array(select {names.typed_keys}[_kit_n] from "
+                        f"pg_catalog.unnest({names.group_numbers}) with ordinality as _kit_g (_kit_n, _kit_o) "
+                        "order by _kit_o);"]
     else:  # one typed array per key column
         declarations = [f"{names.key_column(j)} {types[column]}[] := {names.keys}[:][{j}:{j}];"
                         for j, column in enumerate(plan.key, 1)]
@@ -314,10 +320,10 @@ def _generic_query(context: AdaptContext | None, t: int, plan: TablePlan) -> str
     if len(plan.key) == 1:
         key = f"_kit_x.{sql.Identifier(plan.key[0]).as_string(context)}"
         return (f"select _kit_i, {t}, pg_catalog.array_position({names.typed_keys}, {key}) "
-                f"from {table} as _kit_x where {key} = any ({names.typed_group_keys}[_kit_gi:_kit_gi][:])")
+                f"from {table} as _kit_x where {key} = any ({names.of_group(names.typed_group_keys)})")
     source, columns = _numbered_keys(t, plan)
     return (f"select _kit_i, {t}, _kit_u._kit_n::int from {source} "
-            f"where {names.key_mask}[_kit_gi][_kit_u._kit_n] "
+            f"where _kit_u._kit_n = any ({names.of_group(names.group_numbers)}) "
             f"and exists (select from {table} as _kit_x where {_key_matches(context, plan, columns)})")
 
 
@@ -327,4 +333,4 @@ def _policy_query(context: AdaptContext | None, t: int, plan: TablePlan, predica
     names, relation = _TableNames(t), sql.Identifier(plan.name).as_string(context)
     rows = f"pg_temp.{sql.Identifier(rows_table(plan)).as_string(context)}"
     return (f"select _kit_i, {t}, {relation}._kit_n from {rows} as {relation} "
-            f"where {names.key_mask}[_kit_gi][{relation}._kit_n] and ({predicate})")
+            f"where {relation}._kit_n = any ({names.of_group(names.group_numbers)}) and ({predicate})")

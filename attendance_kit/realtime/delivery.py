@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -268,17 +267,16 @@ class _TableRows:
         return tuple(map(as_text, values))
 
     def arguments(self) -> list[Any]:
-        """The keys (1-D for a one-column key, else 2-D), each group's keys (one-column key, NULL padded to a
-        rectangle, as PostgreSQL has no ragged arrays), and a mask of them per group."""
-        keys = list(self.keys)
-        if len(self.plan.key) == 1:
-            per_group = [[keys[i - 1][0] for i in covered] for covered in self.key_positions]
-            width = max(map(len, per_group), default=0)
-            arguments: list[Any] = [[key[0] for key in keys],
-                                    [row + [None] * (width - len(row)) for row in per_group] if width else []]
-        else:
-            arguments = [[list(key) for key in keys], []]
-        return [*arguments, _mask(self.key_positions, len(keys))]
+        """The keys (1-D for a one-column key, else 2-D); the numbers of the keys each group covers, group after
+        group, and where each group's start (PostgreSQL has no ragged arrays; a dense groups x keys mask would
+        grow with both)."""
+        keys = [key[0] for key in self.keys] if len(self.plan.key) == 1 else [list(key) for key in self.keys]
+        numbers: list[int] = []
+        starts = [1]
+        for covered in self.key_positions:
+            numbers += sorted(covered)
+            starts.append(len(numbers) + 1)
+        return [keys, numbers, starts]
 
 
 def _carried(change: Change, check: FilterCheck) -> dict[str, tuple[str, str | None]]:
@@ -295,11 +293,6 @@ def _carried(change: Change, check: FilterCheck) -> dict[str, tuple[str, str | N
             type_sql = check.type_sql(column.type_oid)
             carried[column.name] = (type_sql, wal2json_text(type_sql, as_text(value)))
     return carried
-
-
-def _mask(covered: Sequence[Any], count: int) -> list[list[bool]]:
-    """Per group, whether it covers item 1..count."""
-    return [[i in group for i in range(1, count + 1)] for group in covered] if count else []
 
 
 class Delivery:

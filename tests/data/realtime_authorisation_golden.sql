@@ -1,10 +1,10 @@
-create function pg_temp."kit_realtime_golden"(_kit_claims text[], _kit_roles text[], _kit_groups int[], _kit_k0 text[], _kit_g0 text[], _kit_m0 bool[], _kit_k1 text[], _kit_g1 text[], _kit_m1 bool[], _kit_k2 text[], _kit_g2 text[], _kit_m2 bool[]) returns table (_kit_subscriber int, _kit_table int, _kit_index int) language plpgsql set plan_cache_mode = force_generic_plan set enable_seqscan = off as $kit_realtime_golden$
+create function pg_temp."kit_realtime_golden"(_kit_claims text[], _kit_roles text[], _kit_groups int[], _kit_k0 text[], _kit_g0 int[], _kit_s0 int[], _kit_k1 text[], _kit_g1 int[], _kit_s1 int[], _kit_k2 text[], _kit_g2 int[], _kit_s2 int[]) returns table (_kit_subscriber int, _kit_table int, _kit_index int) language plpgsql set plan_cache_mode = force_generic_plan set enable_seqscan = off as $kit_realtime_golden$
 #variable_conflict use_column
 declare
     _kit_i int;
     _kit_gi int;
     _kit_kt0 uuid[] := _kit_k0;
-    _kit_gt0 uuid[] := _kit_g0;
+    _kit_gt0 uuid[] := array(select _kit_kt0[_kit_n] from pg_catalog.unnest(_kit_g0) with ordinality as _kit_g (_kit_n, _kit_o) order by _kit_o);
     _kit_k1_1 integer[] := _kit_k1[:][1:1];
     _kit_k1_2 text[] := _kit_k1[:][2:2];
 begin
@@ -43,12 +43,12 @@ select pg_catalog.md5(pg_catalog.concat_ws('|',
                 pg_catalog.set_config('role', _kit_roles[_kit_i], true);
         if _kit_roles[_kit_i] = 'anon' then null; end if;
         if _kit_roles[_kit_i] = 'authenticated' then
-            return query select _kit_i, 0, "attendance_records"._kit_n from pg_temp."kit_rows_16524_edf3904e" as "attendance_records" where _kit_m0[_kit_gi]["attendance_records"._kit_n] and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
-                union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
+            return query select _kit_i, 0, "attendance_records"._kit_n from pg_temp."kit_rows_16524_edf3904e" as "attendance_records" where "attendance_records"._kit_n = any (_kit_g0[_kit_s0[_kit_gi] : _kit_s0[_kit_gi + 1] - 1]) and (((((session_id = ANY (ARRAY( SELECT private.taught_session_ids() AS taught_session_ids))) OR (student_id = ( SELECT private.current_user_id() AS current_user_id))))))
+                union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_u._kit_n = any (_kit_g1[_kit_s1[_kit_gi] : _kit_s1[_kit_gi + 1] - 1]) and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
         end if;
         if _kit_roles[_kit_i] = 'service_role' then
-            return query select _kit_i, 0, pg_catalog.array_position(_kit_kt0, _kit_x."id") from "public"."attendance_records" as _kit_x where _kit_x."id" = any (_kit_gt0[_kit_gi:_kit_gi][:])
-                union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_m1[_kit_gi][_kit_u._kit_n] and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
+            return query select _kit_i, 0, pg_catalog.array_position(_kit_kt0, _kit_x."id") from "public"."attendance_records" as _kit_x where _kit_x."id" = any (_kit_gt0[_kit_s0[_kit_gi] : _kit_s0[_kit_gi + 1] - 1])
+                union all select _kit_i, 1, _kit_u._kit_n::int from rows from (pg_catalog.unnest(_kit_k1_1), pg_catalog.unnest(_kit_k1_2)) with ordinality as _kit_u (_kit_c1, _kit_c2, _kit_n) where _kit_u._kit_n = any (_kit_g1[_kit_s1[_kit_gi] : _kit_s1[_kit_gi + 1] - 1]) and exists (select from "public"."realtime_pairs" as _kit_x where _kit_x."a" = _kit_u._kit_c1 and _kit_x."b" = _kit_u._kit_c2);
         end if;
     end loop;
     perform pg_catalog.set_config('role', 'none', true), pg_catalog.set_config('request.jwt.claims', '', true);
