@@ -42,7 +42,7 @@ from .catalog import TablePlan
 from .decoding import UNCHANGED_TOAST, Change, as_text
 from .events import NO_KEY, UNAUTHORIZED, EventBuilder, Values
 from .feed import ChangeFeed, FeedLost, lost
-from .filters import FilterCheck, Holding, Shape, wal2json_text
+from .filters import FilterCheck, Holding, Shape, Term, wal2json_text
 from .subscriptions import EVENT_TYPES, Delivered, Event, Subscriber, Subscription
 
 log = logging.getLogger(__package__)  # attendance_kit.realtime: the logger's name from before the package
@@ -228,13 +228,17 @@ class _Covering:
             if not covering:
                 continue
             self.groups.append(group)
-            equal_terms = [next((t for t in s.filters if t.operator == "eq" and not t.negate), None) for s in covering]
-            if None in equal_terms:
+            equal_terms = [_equal_term(subscription) for subscription in covering]
+            if any(term is None for term in equal_terms):
                 self.unindexed.append(group)
                 continue
-            for term in equal_terms:
-                assert term is not None
+            for term in filter(None, equal_terms):
                 self.by_equal[term.column][term.value].add(group)
+
+
+def _equal_term(subscription: Subscription) -> Term | None:
+    """A subscription's first plain `eq` term: a change it answers has that column's value equal to it."""
+    return next((term for term in subscription.filters if term.operator == "eq" and not term.negate), None)
 
 
 class _TableRows:

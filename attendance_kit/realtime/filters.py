@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -50,9 +50,6 @@ class Term(NamedTuple):
     operator: str
     value: str
     negate: bool
-
-    def as_elixir(self) -> tuple[str, str, str, bool]:
-        return (self.column, self.operator, self.value, self.negate)
 
 
 class FilterSyntaxError(KitError):
@@ -172,14 +169,18 @@ def _fails_on_supabase(conn: psycopg.Connection, term: Term, type_sql: str) -> b
     if term.operator in ("in", "is"):  # their values are no value of the column
         return False
     query = sql.SQL("select {}").format(sql.SQL(condition(Shape.of(term, type_sql), "%(term)s", "%(term)s")))
+    return _attempt(conn, query, {"term": term.value}) is None
+
+
+def _attempt(conn: psycopg.Connection, query: sql.Composed, arguments: Any) -> list[tuple[Any, ...]] | None:
+    """The statement's rows, or None when PostgreSQL refused it (a lost connection raises)."""
     try:
         with conn.transaction():
-            conn.execute(query, {"term": term.value})
+            return conn.execute(query, arguments).fetchall()
     except psycopg.Error:
         if conn.broken:
             raise
-        return True
-    return False
+        return None
 
 
 def _check_term(conn: psycopg.Connection, term: Term, type_sql: str) -> None:
@@ -229,7 +230,6 @@ def _check_pattern(conn: psycopg.Connection, term: Term, type_sql: str) -> None:
 # --- evaluation, per poll ---------------------------------------------------------------------------------------
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
-IS_KEYWORDS = {value: value for value in IS_VALUES}  # `is`'s value goes into the SQL: only these words
 
 
 class Shape(NamedTuple):
@@ -284,13 +284,8 @@ class FilterCheck:
         query = sql.SQL("select t.x, v.y from pg_catalog.unnest(%s::text[]) as t (x), "
                         "pg_catalog.unnest(%s::text[]) as v (y) where {}").format(
             sql.SQL(condition(shape, "t.x", "v.y")))
-        try:
-            with self.conn.transaction():
-                return set(self.conn.execute(query, [terms, values]).fetchall())
-        except psycopg.Error:
-            if self.conn.broken:
-                raise
-            return None
+        rows = _attempt(self.conn, query, [terms, values])
+        return None if rows is None else set(rows)
 
 
 def wal2json_text(type_sql: str, text: str | None) -> str | None:
@@ -316,8 +311,8 @@ def condition(shape: Shape, term: str, value: str) -> str:
         column = f"({value})::bytea"
     if operator == "isdistinct":
         return f"{column} is {'not ' if negate else ''}distinct from ({term})::{type_sql}"
-    if operator == "is":
-        return f"{column} is {'not ' if negate else ''}{IS_KEYWORDS.get(keyword, 'null and false')}"
+    if operator == "is":  # its value goes into the SQL: only Supabase's four words
+        return f"{column} is {'not ' if negate else ''}{keyword}" if keyword in IS_VALUES else "false"
     right = f"{type_sql}[]" if operator == "in" else type_sql
     compared = f"{column} {_SYMBOLS[operator]} (({term})::{right})"
     return f"not ({compared})" if negate else compared

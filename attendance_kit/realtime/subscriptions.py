@@ -145,7 +145,7 @@ class _Entry(NamedTuple):
     def described(self) -> str:
         """The entry as Supabase's refusals quote it."""
         return (f"[event: {self.event}, schema: {self.schema}, table: {self.table}, "
-                f"filters: {to_log([term.as_elixir() for term in self.terms])}, select: {to_log(self.listed)}]")
+                f"filters: {to_log(list(self.terms))}, select: {to_log(self.listed)}]")
 
 
 def _entry(conn: psycopg.Connection, publication: str, role: str, parsed: _Entry) -> Subscription:
